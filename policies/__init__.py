@@ -1,0 +1,1 @@
+"""VLA policies: a backbone (images + instruction → features) and an action head (features → actions)."""

@@ -1,0 +1,247 @@
+"""The control flow that Muon, Pion, LPMuon and LRMuon share: momentum, a spectral map, a scaled step.
+
+Pion "inherits Muon's control flow and per-step cost and differs only in the coefficients of its NS
+iteration" (paper §5). So the optimizers are one :class:`SpectralOptimizer` plus a one-method
+subclass each that says which spectral map to apply to the momentum matrices.
+
+Per step and per parameter group the base class:
+
+1. updates the momentum ``M ← μM + G`` (Alg. 2, line 3), optionally with a Nesterov look-ahead;
+2. views every update as a 2-D matrix (conv kernels are flattened to ``out × rest``) and, in
+   per-head mode, splits it into per-head blocks (Alg. 3, line 4);
+3. stacks all blocks of the same shape and runs the spectral map on them as **one** batched call, so
+   24 identical layers cost one batched matmul chain instead of 24 Python-level iterations;
+4. applies decoupled weight decay and ``θ ← θ − lr · scale(m, n) · X`` with an explicit scale rule.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch.optim import Optimizer
+
+SpectralMap = Callable[[torch.Tensor], torch.Tensor]
+
+LR_SCALE_RULES = ("moonlight", "keller", "none")
+
+
+def spectral_lr_scale(rule: str, rows: int, cols: int) -> float:
+    """Multiplier on the learning rate for an ``rows × cols`` spectral update.
+
+    - ``moonlight``: ``0.2·sqrt(max(m, n))`` (Liu et al., 2025). An orthogonal ``m × n`` matrix has
+      RMS ``1/sqrt(max(m, n))``, so this gives the update AdamW's typical RMS of 0.2 and lets the
+      spectral and AdamW groups share one learning rate. The paper's own code uses it for VLAs.
+    - ``keller``: ``max(1, m/n)^0.5`` (Jordan et al., 2024), tuned for Muon-only learning rates.
+    - ``none``: 1.
+    """
+    if rule == "moonlight":
+        return 0.2 * math.sqrt(max(rows, cols))
+    if rule == "keller":
+        return max(1.0, rows / cols) ** 0.5
+    if rule == "none":
+        return 1.0
+    raise ValueError(f"lr_scale must be one of {LR_SCALE_RULES}, got {rule!r}")
+
+
+@dataclass(frozen=True)
+class HeadLayout:
+    """How an attention projection splits into heads for the per-head mode (Alg. 3).
+
+    Exactly one of ``head_dim`` / ``num_heads``. Prefer ``head_dim``: with grouped-query attention
+    Q and K/V have different head counts but the same head size, so one layout serves all four.
+
+    Attributes:
+        head_dim: size of one head along ``axis``.
+        num_heads: number of heads along ``axis`` (alternative to ``head_dim``).
+        axis: 0 when heads are stacked along the output rows (Q, K, V: ``(heads·d, hidden)``), 1 when
+            they are stacked along the input columns (O: ``(hidden, heads·d)``).
+    """
+
+    head_dim: int | None = None
+    num_heads: int | None = None
+    axis: int = 0
+
+    def __post_init__(self) -> None:
+        if (self.head_dim is None) == (self.num_heads is None):
+            raise ValueError(f"HeadLayout needs exactly one of head_dim or num_heads, got {self}")
+        for name in ("head_dim", "num_heads"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"HeadLayout.{name} must be a positive integer, got {value!r}")
+        if self.axis not in (0, 1):
+            raise ValueError(f"HeadLayout.axis must be 0 (Q/K/V rows) or 1 (O columns), got {self.axis!r}")
+
+    def count(self, matrix_shape: tuple[int, int]) -> int:
+        """Number of heads in a matrix of this shape; raises if the axis does not divide evenly."""
+        length = matrix_shape[self.axis]
+        if self.head_dim is not None:
+            heads, rest = divmod(length, self.head_dim)
+            what = f"head_dim={self.head_dim}"
+        else:
+            heads, rest = self.num_heads, length % self.num_heads
+            what = f"num_heads={self.num_heads}"
+        if rest:
+            raise ValueError(
+                f"per-head layout {what} does not divide axis {self.axis} of a matrix of shape {matrix_shape}"
+            )
+        return heads
+
+
+def as_head_layout(per_head: bool | HeadLayout | Mapping[str, Any] | None) -> HeadLayout | None:
+    """Normalize the ``per_head`` option of a parameter group (``False``, a mapping or a layout)."""
+    if per_head is None or per_head is False:
+        return None
+    if per_head is True:
+        raise ValueError("per_head=True needs a layout: pass {'head_dim': d, 'axis': 0 or 1} or a HeadLayout")
+    if isinstance(per_head, HeadLayout):
+        return per_head
+    if isinstance(per_head, Mapping):
+        return HeadLayout(**dict(per_head))
+    raise TypeError(f"per_head must be False, a HeadLayout or a mapping, got {type(per_head).__name__}")
+
+
+def split_heads(matrix: torch.Tensor, layout: HeadLayout | None) -> torch.Tensor:
+    """``(m, n)`` → ``(heads, m', n')`` blocks, one per head (a single block when ``layout`` is None)."""
+    if layout is None:
+        return matrix.unsqueeze(0)
+    heads = layout.count(tuple(matrix.shape))
+    if layout.axis == 0:
+        return matrix.reshape(heads, matrix.size(0) // heads, matrix.size(1))
+    return matrix.reshape(matrix.size(0), heads, matrix.size(1) // heads).transpose(0, 1)
+
+
+def merge_heads(blocks: torch.Tensor, layout: HeadLayout | None) -> torch.Tensor:
+    """Inverse of :func:`split_heads`."""
+    if layout is None:
+        return blocks.squeeze(0)
+    if layout.axis == 0:
+        return blocks.reshape(-1, blocks.size(-1))
+    return blocks.transpose(0, 1).reshape(blocks.size(1), -1)
+
+
+def resolve_compute_dtype(option: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """``auto``: bf16 on CUDA (tensor cores), fp32 elsewhere (measured faster on CPU, see bench_optim)."""
+    if isinstance(option, torch.dtype):
+        return option
+    if option == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    dtype = getattr(torch, str(option), None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(
+            f"compute_dtype must be 'auto' or a torch dtype name such as 'float32', got {option!r}"
+        )
+    return dtype
+
+
+class SpectralOptimizer(Optimizer):
+    """Momentum + spectral map + scaled decoupled update, for 2-D (or flattened N-D) weights only.
+
+    Subclasses implement :meth:`spectral_map`. Use these optimizers for hidden weight matrices;
+    embeddings, output heads, norms and biases belong to AdamW (see
+    :func:`vla_train.optim.assignment.build_modality_optimizer`, which routes them).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
+        *,
+        lr: float,
+        momentum: float,
+        nesterov: bool,
+        weight_decay: float,
+        lr_scale: str,
+        per_head: bool | HeadLayout | Mapping[str, Any] | None,
+        eps: float,
+        compute_dtype: str,
+        **algorithm_defaults: Any,
+    ) -> None:
+        if lr < 0:
+            raise ValueError(f"lr must be >= 0, got {lr}")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        if weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            nesterov=nesterov,
+            weight_decay=weight_decay,
+            lr_scale=lr_scale,
+            per_head=per_head,
+            eps=eps,
+            compute_dtype=compute_dtype,
+            **algorithm_defaults,
+        )
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        spectral_lr_scale(group["lr_scale"], 1, 1)  # validates the rule name
+        layout = as_head_layout(group["per_head"])
+        # Stored as a plain dict so that state_dict() stays loadable with torch.load(weights_only=True).
+        group["per_head"] = asdict(layout) if layout is not None else False
+        self.validate_group(group)
+        for param in group["params"]:
+            if param.ndim < 2:
+                raise ValueError(
+                    f"{type(self).__name__} updates matrices only, got a {param.ndim}-D parameter of shape "
+                    f"{tuple(param.shape)}. Route biases, norms and other 1-D parameters to AdamW, e.g. with "
+                    "vla_train.optim.build_modality_optimizer."
+                )
+            if layout is not None:
+                layout.count((param.size(0), param[0].numel()))
+
+    def validate_group(self, group: dict[str, Any]) -> None:
+        """Check algorithm-specific options of a new parameter group (raise ``ValueError``)."""
+
+    def spectral_map(self, group: dict[str, Any]) -> SpectralMap:
+        """The map applied to a batch of momentum blocks ``(batch, m, n) → (batch, m, n)``."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            self._step_group(group)
+        return loss
+
+    def _step_group(self, group: dict[str, Any]) -> None:
+        layout = as_head_layout(group["per_head"])
+        buckets: dict[tuple[Any, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        for param in group["params"]:
+            if param.grad is None:
+                continue
+            if param.grad.is_sparse:
+                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+            state = self.state[param]
+            if "momentum_buffer" not in state:
+                state["momentum_buffer"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            buffer = state["momentum_buffer"]
+            buffer.mul_(group["momentum"]).add_(param.grad)
+            update = param.grad.add(buffer, alpha=group["momentum"]) if group["nesterov"] else buffer
+            blocks = split_heads(update.reshape(update.size(0), -1), layout)
+            key = (tuple(blocks.shape[-2:]), blocks.device)
+            buckets.setdefault(key, []).append((param, blocks))
+
+        spectral_map = self.spectral_map(group)
+        for ((rows, cols), device), members in buckets.items():
+            compute_dtype = resolve_compute_dtype(group["compute_dtype"], device)
+            stacked = torch.cat([blocks for _, blocks in members]).to(compute_dtype)
+            filtered = spectral_map(stacked)
+            step_size = group["lr"] * spectral_lr_scale(group["lr_scale"], rows, cols)
+            start = 0
+            for param, blocks in members:
+                chunk = filtered[start : start + blocks.size(0)]
+                start += blocks.size(0)
+                update = merge_heads(chunk, layout).reshape(param.shape).to(param.dtype)
+                if group["weight_decay"]:
+                    param.mul_(1.0 - group["lr"] * group["weight_decay"])
+                param.add_(update, alpha=-step_size)
