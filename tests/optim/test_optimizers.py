@@ -22,7 +22,8 @@ from vla_train.optim import (
     top_k_polar_factor,
 )
 
-PLAIN = dict(momentum=0.0, nesterov=False, lr_scale="none", lr=1.0)
+# fp32 so that results compare exactly with the fp32 reference iteration
+PLAIN = dict(momentum=0.0, nesterov=False, lr_scale="none", lr=1.0, compute_dtype="float32")
 
 
 def one_step(optimizer_cls, weight: torch.Tensor, grad: torch.Tensor, **options) -> torch.Tensor:
@@ -65,7 +66,15 @@ def test_momentum_nesterov_weight_decay_and_lr_scale() -> None:
     torch.manual_seed(1)
     weight, g1, g2 = torch.randn(8, 12), torch.randn(8, 12), torch.randn(8, 12)
     param = torch.nn.Parameter(weight.clone())
-    opt = Muon([param], lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.5, lr_scale="moonlight")
+    opt = Muon(
+        [param],
+        lr=0.1,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=0.5,
+        lr_scale="moonlight",
+        compute_dtype="float32",
+    )
     for grad in (g1, g2):
         param.grad = grad.clone()
         opt.step()
@@ -217,10 +226,10 @@ def test_low_rank_muon_step_and_rank_validation() -> None:
 def test_bfloat16_compute_is_close_to_float32() -> None:
     grad = torch.randn(64, 96)
     exact = one_step(Pion, torch.zeros(64, 96), grad, kp=2, **PLAIN)
-    approx = one_step(Pion, torch.zeros(64, 96), grad, kp=2, compute_dtype="bfloat16", **PLAIN)
+    approx = one_step(Pion, torch.zeros(64, 96), grad, kp=2, **PLAIN | {"compute_dtype": "bfloat16"})
     assert (approx - exact).norm() / exact.norm() < 0.05
     with pytest.raises(ValueError, match="compute_dtype"):
-        one_step(Pion, torch.zeros(4, 4), torch.randn(4, 4), compute_dtype="float1", **PLAIN)
+        one_step(Pion, torch.zeros(4, 4), torch.randn(4, 4), **PLAIN | {"compute_dtype": "float1"})
 
 
 def make_model() -> torch.nn.Module:
@@ -276,3 +285,14 @@ def test_state_dict_round_trip_resumes_bit_identically(name: str) -> None:
     run(resumed, resumed_opt, data[3:])
     for a, b in zip(reference.parameters(), resumed.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_auto_compute_dtype_is_a_property_of_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vla_train.optim import spectral
+
+    assert spectral.resolve_compute_dtype("auto", torch.device("cuda")) == torch.bfloat16
+    monkeypatch.setattr(spectral, "cpu_has_native_bf16", lambda: False)
+    assert spectral.resolve_compute_dtype("auto", torch.device("cpu")) == torch.float32
+    monkeypatch.setattr(spectral, "cpu_has_native_bf16", lambda: True)
+    assert spectral.resolve_compute_dtype("auto", torch.device("cpu")) == torch.bfloat16
+    assert spectral.resolve_compute_dtype("float64", torch.device("cpu")) == torch.float64

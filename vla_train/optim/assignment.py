@@ -130,7 +130,7 @@ def assign_parameters(
         if forced_adamw is not None:
             used_adamw.add(forced_adamw)
         algorithm = choices[rule.modality]
-        if parameter.ndim < 2 or forced_adamw is not None:
+        if not is_hidden_matrix(parameter) or forced_adamw is not None:
             algorithm = "adamw"
         layout = None
         if algorithm != "adamw" and rule.modality in per_head_modalities:
@@ -175,12 +175,15 @@ def build_modality_optimizer(
     rank: int = 16,
     tau: float = 0.5,
     compute_dtype: str = "auto",
+    exclude_embeddings_and_outputs: bool = True,
 ) -> ModalityOptimizer:
     """Build the paper's modality-wise optimizer (defaults: Table A1, configuration (iii)).
 
     Every algorithm shares ``lr`` and ``weight_decay``: with the ``moonlight`` scale rule the spectral
     updates have AdamW's RMS, which is how the paper trains all three optimizer settings at one lr.
     ``kp`` (Pion), ``rank`` (LRMuon) and ``tau`` (LPMuon) only matter where that algorithm is used.
+    ``exclude_embeddings_and_outputs=False`` ignores ``adamw_patterns`` (an ablation of Table A1's
+    footnote: embeddings and output layers then go to the spectral optimizer of their modality).
     """
     if isinstance(named_parameters, torch.nn.Module):
         named_parameters = named_parameters.named_parameters()
@@ -188,7 +191,7 @@ def build_modality_optimizer(
         named_parameters,
         rules,
         {"vision": vision, "language": language, "action": action},
-        adamw_patterns=adamw_patterns,
+        adamw_patterns=adamw_patterns if exclude_embeddings_and_outputs else (),
         per_head_rules=per_head_rules,
         per_head_modalities=per_head_modalities,
     )
@@ -238,6 +241,14 @@ def build_modality_optimizer(
     summary = summarize_assignments(assignments)
     log.info("optimizer assignment\n%s", summary)
     return ModalityOptimizer(optimizers, summary=summary)
+
+
+def is_hidden_matrix(parameter: torch.Tensor) -> bool:
+    """A weight a spectral optimizer can use: 2-D or more, and a real matrix once flattened to
+    ``(size(0), rest)``. Vectors in disguise — ``(1, N, D)`` position embeddings, ``(1, 1, D)`` class
+    tokens — have a single singular value, where orthogonalization degenerates to sign-like scaling.
+    """
+    return parameter.ndim >= 2 and parameter.size(0) > 1 and parameter[0].numel() > 1
 
 
 def summarize_assignments(assignments: Sequence[ParameterAssignment]) -> str:

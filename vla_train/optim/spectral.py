@@ -16,9 +16,11 @@ Per step and per parameter group the base class:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -123,12 +125,29 @@ def merge_heads(blocks: torch.Tensor, layout: HeadLayout | None) -> torch.Tensor
     return blocks.transpose(0, 1).reshape(blocks.size(1), -1)
 
 
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX), read from ``/proc/cpuinfo``."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def resolve_compute_dtype(option: str | torch.dtype, device: torch.device) -> torch.dtype:
-    """``auto``: bf16 on CUDA (tensor cores), fp32 elsewhere (measured faster on CPU, see bench_optim)."""
+    """The dtype the spectral map runs in; ``auto`` picks the fast one for the device.
+
+    ``auto``: bf16 on CUDA (tensor cores, as in Keller Jordan's Muon), and on CPUs with native bf16
+    dot products, where ``scripts/bench_optim.py`` measured the NS step 3.7× faster than fp32 (AMD
+    EPYC, AVX512-BF16); fp32 on other CPUs, where bf16 matmul is emulated and slower. The choice is
+    a property of the machine, not of a timing, so a resumed run makes the same one.
+    """
     if isinstance(option, torch.dtype):
         return option
     if option == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        fast_bf16 = device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
+        return torch.bfloat16 if fast_bf16 else torch.float32
     dtype = getattr(torch, str(option), None)
     if not isinstance(dtype, torch.dtype):
         raise ValueError(

@@ -1,0 +1,222 @@
+"""robosuite Lift: the offline demo environment, with its data, transforms and closed-loop rollouts.
+
+Everything runs without downloads: robosuite ships its assets, a scripted expert writes the training
+demonstrations into a local LeRobot dataset, and the same transforms serve training and rollout.
+
+Policy layout (the same as LIBERO's, so that policies and configs carry over):
+- images: ``agentview`` and ``robot0_eye_in_hand``, upright, ``(2, 3, S, S)`` in [0, 1];
+- state (8): end-effector position (3), axis-angle orientation (3), gripper finger positions (2);
+- action (7): OSC_POSE delta end-effector position (3) and axis-angle rotation (3), gripper
+  (−1 open, +1 close), all in [−1, 1].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.spatial.transform import Rotation
+from tqdm.auto import tqdm
+
+from envs.base import EnvAdapter, TrainingData
+from envs.robosuite.expert import LiftExpert
+from envs.robosuite.runtime import import_robosuite
+from vla_train.data.cache import InMemoryDataset
+from vla_train.data.lerobot_io import (
+    DatasetRecorder,
+    TransformedDataset,
+    dataset_statistics,
+    image_feature,
+    is_complete,
+    load_lerobot_dataset,
+    vector_feature,
+)
+
+STATE_KEY = "observation.state"
+ACTION_KEY = "action"
+STATE_NAMES = ("eef_x", "eef_y", "eef_z", "eef_rx", "eef_ry", "eef_rz", "gripper_left", "gripper_right")
+ACTION_NAMES = ("dx", "dy", "dz", "drx", "dry", "drz", "gripper")
+VIDEO_UPSCALE = 4
+
+
+def camera_key(camera: str) -> str:
+    return f"observation.images.{camera}"
+
+
+def robot_state(observation: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The 8-D state above from a robosuite observation (quaternions are x, y, z, w)."""
+    rotation = Rotation.from_quat(observation["robot0_eef_quat"]).as_rotvec()
+    return np.concatenate(
+        [observation["robot0_eef_pos"], rotation, observation["robot0_gripper_qpos"]]
+    ).astype(np.float32)
+
+
+class RobosuiteLiftAdapter(EnvAdapter):
+    """``env=robosuite_lift``: see the module docstring for the layout."""
+
+    # ------------------------------------------------------------------------------------------ data
+    def training_data(self, cache_dir: str) -> TrainingData:
+        dataset_cfg = self.cfg.dataset
+        root = Path(dataset_cfg.root) if dataset_cfg.root else None
+        if root is not None and not is_complete(root):
+            if not dataset_cfg.generate:
+                raise FileNotFoundError(
+                    f"env.dataset.root={root} holds no complete dataset; set env.dataset.generate=true to "
+                    "record expert demonstrations there"
+                )
+            self.generate_demonstrations(root, dataset_cfg.num_demos)
+        frames = load_lerobot_dataset(
+            dataset_cfg.repo_id, root, ACTION_KEY, self.cfg.chunk_size, dataset_cfg.episodes
+        )
+        stats = dataset_statistics(frames, [STATE_KEY, ACTION_KEY])
+        dataset: torch.utils.data.Dataset = TransformedDataset(frames, self.sample_to_policy)
+        if dataset_cfg.cache_in_memory:
+            dataset = InMemoryDataset(dataset, description=f"caching {dataset_cfg.repo_id}")
+        return TrainingData(dataset, stats, STATE_KEY, ACTION_KEY)
+
+    def sample_to_policy(self, sample: Mapping[str, Any]) -> dict[str, Any]:
+        """A LeRobot frame (images CHW in [0, 1], action chunk) → a policy training sample."""
+        return {
+            "images": torch.stack([sample[camera_key(camera)] for camera in self.cfg.cameras]),
+            "state": sample[STATE_KEY],
+            "actions": sample[ACTION_KEY],
+            "action_is_pad": sample[f"{ACTION_KEY}_is_pad"],
+            "instruction": self.cfg.instruction or sample["task"],
+        }
+
+    def observation_to_policy(self, observation: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        """A live robosuite observation → the same layout as :meth:`sample_to_policy` (minus actions)."""
+        images = np.stack([observation[f"{camera}_image"] for camera in self.cfg.cameras])  # (N, H, W, 3)
+        return {
+            "images": torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0),
+            "state": torch.from_numpy(robot_state(observation)),
+            "instruction": self.cfg.instruction,
+        }
+
+    def action_to_env(self, action: np.ndarray) -> np.ndarray:
+        return np.clip(action, -1.0, 1.0)
+
+    # -------------------------------------------------------------------------------------- simulator
+    def make_simulator(self, cameras: bool = True) -> Any:
+        robosuite = import_robosuite()
+        sim = self.cfg.simulator
+        options: dict[str, Any] = dict(
+            robots=sim.robot,
+            controller_configs=robosuite.load_controller_config(default_controller=sim.controller),
+            has_renderer=False,
+            has_offscreen_renderer=cameras,
+            use_camera_obs=cameras,
+            use_object_obs=True,
+            reward_shaping=False,
+            control_freq=self.cfg.fps,
+            horizon=max(self.cfg.eval.max_steps, sim.max_demo_steps) + sim.steps_after_success,
+            hard_reset=False,  # True rebuilds the model and renderer at every reset (~1 s)
+        )
+        if cameras:
+            options.update(
+                camera_names=list(self.cfg.cameras),
+                camera_heights=self.cfg.image_size,
+                camera_widths=self.cfg.image_size,
+                camera_depths=False,
+            )
+        env = robosuite.make(sim.task, **options)
+        if cameras and not sim.reflections:
+            import mujoco
+
+            # Mirror reflections double the software-rendering cost per image and add nothing here.
+            env.sim._render_context_offscreen.scn.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+        return env
+
+    def make_env(self) -> LiftRollout:
+        return LiftRollout(self)
+
+    def generate_demonstrations(self, root: Path, num_demos: int, seed: int = 0) -> None:
+        """Record ``num_demos`` successful expert episodes (failed ones are discarded) into ``root``."""
+        sim = self.cfg.simulator
+        features = {
+            camera_key(camera): image_feature(
+                self.cfg.image_size, self.cfg.image_size, video=self.cfg.dataset.video
+            )
+            for camera in self.cfg.cameras
+        }
+        features[STATE_KEY] = vector_feature(STATE_NAMES)
+        features[ACTION_KEY] = vector_feature(ACTION_NAMES)
+        env = self.make_simulator()
+        expert = LiftExpert(noise=sim.expert_noise, rng=np.random.default_rng(seed))
+        attempts = 0
+        try:
+            with (
+                DatasetRecorder(
+                    root,
+                    self.cfg.dataset.repo_id,
+                    self.cfg.fps,
+                    features,
+                    robot_type="panda",
+                    video=self.cfg.dataset.video,
+                    overwrite=True,
+                ) as recorder,
+                tqdm(total=num_demos, desc=f"expert demonstrations → {root}", dynamic_ncols=True) as progress,
+            ):
+                while recorder.episodes < num_demos:
+                    if attempts >= 2 * num_demos + 10:
+                        raise RuntimeError(
+                            f"the expert succeeded in only {recorder.episodes}/{attempts} episodes"
+                        )
+                    np.random.seed(seed + attempts)  # robosuite samples the scene from NumPy's global RNG
+                    attempts += 1
+                    if self._record_episode(env, expert, recorder):
+                        recorder.save_episode()
+                        progress.update(1)
+                    else:
+                        recorder.discard_episode()
+        finally:
+            env.close()
+
+    def _record_episode(self, env: Any, expert: LiftExpert, recorder: DatasetRecorder) -> bool:
+        sim = self.cfg.simulator
+        observation = env.reset()
+        expert.reset(observation)
+        success_step = None
+        for step in range(sim.max_demo_steps + sim.steps_after_success):
+            action = expert.act(observation)
+            frame = {camera_key(c): observation[f"{c}_image"] for c in self.cfg.cameras}
+            frame[STATE_KEY] = robot_state(observation)
+            frame[ACTION_KEY] = action.astype(np.float32)
+            recorder.add_frame(frame, task=self.cfg.instruction)
+            observation, _, done, _ = env.step(action)
+            if success_step is None and env._check_success():
+                success_step = step
+            if success_step is not None and step - success_step >= sim.steps_after_success:
+                return True
+            if (success_step is None and step >= sim.max_demo_steps) or done:
+                break
+        return success_step is not None and env._check_success()
+
+
+class LiftRollout:
+    """One simulator reused across episodes: ``reset(seed)``, ``step(action)``, ``render()``."""
+
+    def __init__(self, adapter: RobosuiteLiftAdapter) -> None:
+        self.adapter = adapter
+        self.env = adapter.make_simulator()
+        self.observation: Mapping[str, np.ndarray] | None = None
+
+    def reset(self, seed: int) -> Mapping[str, np.ndarray]:
+        np.random.seed(seed)
+        self.observation = self.env.reset()
+        return self.observation
+
+    def step(self, action: np.ndarray) -> tuple[Mapping[str, np.ndarray], bool, bool]:
+        self.observation, _, done, _ = self.env.step(action)
+        return self.observation, bool(self.env._check_success()), bool(done)
+
+    def render(self) -> np.ndarray:
+        """The cameras side by side, upscaled for viewing."""
+        frame = np.concatenate([self.observation[f"{c}_image"] for c in self.adapter.cfg.cameras], axis=1)
+        return np.repeat(np.repeat(frame, VIDEO_UPSCALE, axis=0), VIDEO_UPSCALE, axis=1)
+
+    def close(self) -> None:
+        self.env.close()

@@ -1,0 +1,1 @@
+"""Backbones: images + instruction → feature tokens (see :class:`policies.base.Backbone`)."""

@@ -1,0 +1,112 @@
+"""The interface every backbone and action head implements, so that any head works on any backbone.
+
+A backbone turns camera images and an instruction into a sequence of feature tokens; a head turns
+those tokens (and the robot state) into a chunk of actions and a training loss. Each part also says
+which of its parameters belong to which modality — vision, language, action or other — because the
+paper's optimizer assignment (Table A1) is defined per modality, and the part that owns a parameter
+is the one that knows what it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from vla_train.optim import ModalityRule, PerHeadRule
+
+
+@dataclass
+class OptimizerRules:
+    """What a module tells the modality-wise optimizer about its parameters (names relative to it).
+
+    Attributes:
+        modality_rules: ordered name patterns → modality (first match wins).
+        adamw_patterns: matrices that stay on AdamW anyway (embeddings, output layers, queries).
+        per_head_rules: how attention projections split into heads, for per-head mode.
+    """
+
+    modality_rules: list[ModalityRule] = field(default_factory=list)
+    adamw_patterns: list[str] = field(default_factory=list)
+    per_head_rules: list[PerHeadRule] = field(default_factory=list)
+
+    def prefixed(self, prefix: str) -> OptimizerRules:
+        """The same rules for a module registered as ``prefix`` inside a parent (``^`` anchors kept)."""
+
+        def add(pattern: str) -> str:
+            escaped = prefix.replace(".", r"\.") + r"\."
+            return "^" + escaped + pattern[1:] if pattern.startswith("^") else "^" + escaped + ".*" + pattern
+
+        return OptimizerRules(
+            [ModalityRule(add(r.pattern), r.modality) for r in self.modality_rules],
+            [add(p) for p in self.adamw_patterns],
+            [PerHeadRule(add(r.pattern), r.head_dim, r.axis) for r in self.per_head_rules],
+        )
+
+    def __add__(self, other: OptimizerRules) -> OptimizerRules:
+        return OptimizerRules(
+            self.modality_rules + other.modality_rules,
+            self.adamw_patterns + other.adamw_patterns,
+            self.per_head_rules + other.per_head_rules,
+        )
+
+
+@dataclass
+class BackboneOutput:
+    """Features for the action head.
+
+    Attributes:
+        tokens: ``(B, T, D)`` last-layer hidden states over image and instruction tokens.
+        mask: ``(B, T)`` bool, True where a token is real (False on padding).
+        layer_tokens: optional per-layer hidden states ``L × (B, T, D)``, for heads that read
+            intermediate layers (VLA-Adapter's bridge attention).
+    """
+
+    tokens: torch.Tensor
+    mask: torch.Tensor
+    layer_tokens: tuple[torch.Tensor, ...] | None = None
+
+
+class Backbone(nn.Module):
+    """Images + instruction → feature tokens. Subclasses set ``hidden_size``."""
+
+    hidden_size: int
+
+    def forward(self, images: torch.Tensor, instructions: list[str]) -> BackboneOutput:
+        """Args: images ``(B, cameras, 3, H, W)`` float in [0, 1]; instructions, one string per sample."""
+        raise NotImplementedError
+
+    def optimizer_rules(self) -> OptimizerRules:
+        raise NotImplementedError
+
+
+class ActionHead(nn.Module):
+    """Backbone features + state → action chunk. Works in normalized action space."""
+
+    def loss(
+        self,
+        features: BackboneOutput,
+        state: torch.Tensor,
+        actions: torch.Tensor,
+        action_is_pad: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Scalar training loss.
+
+        Args:
+            state: ``(B, S)`` normalized proprioception.
+            actions: ``(B, chunk, A)`` normalized target actions.
+            action_is_pad: ``(B, chunk)`` True where the chunk runs past the episode end.
+            generator: source of any randomness (noise, timesteps), for exactly reproducible runs.
+        """
+        raise NotImplementedError
+
+    def predict(
+        self, features: BackboneOutput, state: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """``(B, chunk, A)`` normalized actions."""
+        raise NotImplementedError
+
+    def optimizer_rules(self) -> OptimizerRules:
+        raise NotImplementedError

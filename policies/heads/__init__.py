@@ -1,0 +1,1 @@
+"""Action heads: backbone features + state → action chunk (see :class:`policies.base.ActionHead`)."""

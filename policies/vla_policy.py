@@ -1,0 +1,142 @@
+"""A VLA policy = a backbone + an action head, with the normalization statistics of its training data."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Mapping
+
+import torch
+from torch import nn
+
+from policies.base import ActionHead, Backbone, OptimizerRules
+
+NORMALIZATION_MODES = ("mean_std", "min_max", "identity")
+
+
+class Normalizer(nn.Module):
+    """Maps a feature to a normalized space and back; statistics live in buffers, so in checkpoints.
+
+    ``mean_std``: ``(x − mean) / std``; ``min_max``: to [−1, 1] (the bounds normalization of
+    OpenVLA-style ℓ1 heads); ``identity``: unchanged.
+    """
+
+    def __init__(self, size: int, mode: str = "mean_std") -> None:
+        super().__init__()
+        if mode not in NORMALIZATION_MODES:
+            raise ValueError(f"normalization mode must be one of {NORMALIZATION_MODES}, got {mode!r}")
+        self.mode = mode
+        self.register_buffer("shift", torch.zeros(size))
+        self.register_buffer("scale", torch.ones(size))
+
+    def set_statistics(self, stats: Mapping[str, torch.Tensor | list[float]], name: str) -> None:
+        """Take ``mean``/``std`` or ``min``/``max`` (as in a LeRobot dataset's ``meta.stats[name]``)."""
+        if self.mode == "identity":
+            return
+        keys = ("mean", "std") if self.mode == "mean_std" else ("min", "max")
+        missing = [key for key in keys if key not in stats]
+        if missing:
+            raise KeyError(f"normalization statistics for {name!r} lack {missing} (have {sorted(stats)})")
+        first, second = (torch.as_tensor(stats[key], dtype=torch.float32).reshape(-1) for key in keys)
+        if first.numel() != self.shift.numel():
+            raise ValueError(
+                f"statistics for {name!r} have size {first.numel()}, expected {self.shift.numel()}"
+            )
+        if self.mode == "mean_std":
+            self.shift.copy_(first)
+            self.scale.copy_(second.clamp_min(1e-6))
+        else:
+            self.shift.copy_((first + second) / 2)
+            self.scale.copy_(((second - first) / 2).clamp_min(1e-6))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.shift) / self.scale
+
+    def unnormalize(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.shift
+
+
+class VLAPolicy(nn.Module):
+    """Images + instruction + state → action chunk; trains in normalized space, acts in the env's.
+
+    Args:
+        backbone: any :class:`Backbone`.
+        head: a factory (Hydra ``_partial_``) taking ``context_dim``, ``action_dim``, ``state_dim`` and
+            ``chunk_size``, so that any head fits any backbone without hand-matched widths.
+        n_action_steps: actions executed from each predicted chunk before predicting again.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        head: Callable[..., ActionHead],
+        action_dim: int,
+        state_dim: int,
+        chunk_size: int,
+        n_action_steps: int | None = None,
+        state_normalization: str = "mean_std",
+        action_normalization: str = "mean_std",
+    ) -> None:
+        super().__init__()
+        n_action_steps = chunk_size if n_action_steps is None else n_action_steps
+        if not 1 <= n_action_steps <= chunk_size:
+            raise ValueError(f"n_action_steps must be in [1, chunk_size={chunk_size}], got {n_action_steps}")
+        self.backbone = backbone
+        self.head = head(
+            context_dim=backbone.hidden_size,
+            action_dim=action_dim,
+            state_dim=state_dim,
+            chunk_size=chunk_size,
+        )
+        self.action_dim, self.state_dim, self.chunk_size = action_dim, state_dim, chunk_size
+        self.n_action_steps = n_action_steps
+        self.state_normalizer = Normalizer(state_dim, state_normalization)
+        self.action_normalizer = Normalizer(action_dim, action_normalization)
+        self._action_queue: deque[torch.Tensor] = deque()
+
+    def set_normalization(
+        self, stats: Mapping[str, Mapping[str, torch.Tensor]], state_key: str, action_key: str
+    ) -> None:
+        self.state_normalizer.set_statistics(stats[state_key], state_key)
+        self.action_normalizer.set_statistics(stats[action_key], action_key)
+
+    def forward(
+        self, batch: Mapping[str, torch.Tensor | list[str]], generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Training loss of a batch: images, instruction, state, actions, action_is_pad."""
+        features = self.backbone(batch["images"], batch["instruction"])
+        return self.head.loss(
+            features,
+            self.state_normalizer.normalize(batch["state"]),
+            self.action_normalizer.normalize(batch["actions"]),
+            batch["action_is_pad"],
+            generator=generator,
+        )
+
+    @torch.no_grad()
+    def predict_action_chunk(
+        self, observation: Mapping[str, torch.Tensor | list[str]], generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """``(B, chunk, A)`` actions in the environment's units."""
+        features = self.backbone(observation["images"], observation["instruction"])
+        chunk = self.head.predict(features, self.state_normalizer.normalize(observation["state"]), generator)
+        return self.action_normalizer.unnormalize(chunk)
+
+    @torch.no_grad()
+    def select_action(
+        self, observation: Mapping[str, torch.Tensor | list[str]], generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """``(B, A)``: the next action, predicting a new chunk every ``n_action_steps`` calls."""
+        if not self._action_queue:
+            chunk = self.predict_action_chunk(observation, generator)
+            self._action_queue.extend(chunk[:, : self.n_action_steps].unbind(dim=1))
+        return self._action_queue.popleft()
+
+    def reset(self) -> None:
+        """Forget queued actions (call at every episode start)."""
+        self._action_queue.clear()
+
+    def optimizer_rules(self) -> OptimizerRules:
+        """Modality rules for every trainable parameter, as defined by the backbone and the head."""
+        return self.backbone.optimizer_rules().prefixed("backbone") + self.head.optimizer_rules().prefixed(
+            "head"
+        )

@@ -1,0 +1,26 @@
+"""Train a VLA policy: ``python train.py optimizer=pion head=flow env=libero_object``.
+
+A thin Hydra entry point; all work happens in :func:`vla_train.train`, which tests call directly.
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from vla_train.config import register_configs
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from vla_train import train
+
+    metrics = train(cfg)
+    # Hydra sweepers (e.g. Optuna) optimize the returned value.
+    return metrics.get("eval/success_rate")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""Dataclass schemas for every config group, registered in Hydra's ConfigStore.
+
+Each YAML option under ``configs/`` starts from one of these schemas (``defaults: [<schema>, _self_]``),
+so a misspelled key or a value of the wrong type fails when Hydra composes the config — before any
+model is built — with a message naming the key. Range checks that types cannot express (``kp`` in
+[0, ns_steps], a known ``tau``) run in :func:`validate_config`, also before anything is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig
+
+from vla_train.optim.assignment import ALGORITHMS, MODALITIES
+from vla_train.optim.newton_schulz import LPMUON_TAUS
+from vla_train.optim.spectral import LR_SCALE_RULES
+
+
+class ConfigError(ValueError):
+    """A config value is out of range; the message names the key, the value and what is allowed."""
+
+
+# --------------------------------------------------------------------------------------------- model
+@dataclass
+class TinyBackboneConfig:
+    _target_: str = "policies.backbones.tiny.TinyBackbone"
+    image_size: int = 64
+    patch_size: int = 8
+    vision_width: int = 64
+    vision_depth: int = 2
+    vision_heads: int = 2
+    language_width: int = 64
+    language_layers: int = 2
+    language_heads: int = 4
+    language_kv_heads: int = 2
+    max_instruction_tokens: int = 64
+
+
+@dataclass
+class HeadConfig:
+    """Shared by all heads; built with ``_partial_`` because widths come from backbone and env."""
+
+    _target_: str = MISSING
+    _partial_: bool = True
+    width: int = 128
+    depth: int = 2
+    heads: int = 4
+    mlp_ratio: float = 4.0
+
+
+@dataclass
+class L1HeadConfig(HeadConfig):
+    _target_: str = "policies.heads.l1.L1RegressionHead"
+
+
+@dataclass
+class FlowHeadConfig(HeadConfig):
+    _target_: str = "policies.heads.flow.FlowMatchingHead"
+    num_inference_steps: int = 10
+    time_sampling: str = "uniform"
+
+
+# ----------------------------------------------------------------------------------------- optimizer
+@dataclass
+class OptimizerConfig:
+    """Modality-wise optimizer (Table A1 / A6); every field is a plain command-line override."""
+
+    _target_: str = "vla_train.optim.build_modality_optimizer"
+    _partial_: bool = True
+    vision: str = "muon"
+    language: str = "muon"
+    action: str = "pion"
+    lr: float = 1e-4
+    weight_decay: float = 1e-2
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    adamw_eps: float = 1e-8
+    momentum: float = 0.95
+    nesterov: bool = True
+    lr_scale: str = "moonlight"
+    ns_steps: int = 5
+    kp: int = 2
+    rank: int = 16
+    tau: float = 0.5
+    compute_dtype: str = "auto"
+    per_head_modalities: list[str] = field(default_factory=list)
+    exclude_embeddings_and_outputs: bool = True
+
+
+# ------------------------------------------------------------------------------------- env and data
+@dataclass
+class DatasetConfig:
+    """A LeRobot dataset by hub id, or a local root (``root``); ``generate`` writes it when missing."""
+
+    repo_id: str = MISSING
+    root: str | None = None
+    episodes: list[int] | None = None
+    generate: bool = False
+    num_demos: int = 50
+    video: bool = False
+    cache_in_memory: bool = False
+
+
+@dataclass
+class EvalConfig:
+    episodes: int = 10
+    max_steps: int = 200
+    videos: int = 2
+    seed: int = 1000
+
+
+@dataclass
+class EnvConfig:
+    """One environment: its data, its observation/action layout and its rollout protocol."""
+
+    name: str = MISSING
+    adapter: str = MISSING  # class path of the envs.base.EnvAdapter: data, transforms, simulator
+    instruction: str | None = None
+    cameras: list[str] = field(default_factory=list)
+    image_size: int = 64
+    state_dim: int = MISSING
+    action_dim: int = MISSING
+    chunk_size: int = 8
+    n_action_steps: int = 8
+    fps: int = 20
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    simulator: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------ trainer
+@dataclass
+class TrainerConfig:
+    steps: int = 1500
+    batch_size: int = 64
+    gradient_accumulation_steps: int = 1
+    num_workers: int = 4
+    warmup_steps: int = 0
+    schedule: str = "constant"  # constant | cosine | multistep
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.1
+    min_lr_ratio: float = 0.0
+    max_grad_norm: float | None = 1.0
+    mixed_precision: str = "auto"  # auto (bf16 on GPU, no on CPU) | no | bf16 | fp16
+    cpu: bool = False
+    log_every: int = 10
+    diagnostics_every: int = 500
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    eval_every: int = 0
+    resume: Any = False  # false | true (latest in the run dir) | a checkpoint or run path
+    max_nonfinite_steps: int = 10
+    seed: int = 0
+
+
+@dataclass
+class LoggerConfig:
+    mode: str = "offline"  # offline | online | disabled
+    project: str = "vla-train"
+    entity: str | None = None
+    name: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TrainConfig:
+    backbone: Any = MISSING
+    head: Any = MISSING
+    optimizer: OptimizerConfig = MISSING
+    env: EnvConfig = MISSING
+    trainer: TrainerConfig = MISSING
+    logger: LoggerConfig = MISSING
+    run_name: str = MISSING
+    output_dir: str = MISSING
+    evaluate: bool = True
+
+
+def register_configs() -> None:
+    """Make the schemas available to the YAML files' ``defaults`` lists (idempotent)."""
+    store = ConfigStore.instance()
+    store.store(name="train_schema", node=TrainConfig)
+    store.store(group="backbone", name="tiny_schema", node=TinyBackboneConfig)
+    store.store(group="head", name="l1_schema", node=L1HeadConfig)
+    store.store(group="head", name="flow_schema", node=FlowHeadConfig)
+    store.store(group="optimizer", name="optimizer_schema", node=OptimizerConfig)
+    store.store(group="env", name="env_schema", node=EnvConfig)
+    store.store(group="trainer", name="trainer_schema", node=TrainerConfig)
+    store.store(group="logger", name="logger_schema", node=LoggerConfig)
+
+
+SCHEDULES = ("constant", "cosine", "multistep")
+MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+LOGGER_MODES = ("offline", "online", "disabled")
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Range checks the schemas cannot express; raises :class:`ConfigError` naming the key."""
+    optimizer = cfg.optimizer
+    for modality in ("vision", "language", "action"):
+        _one_of(f"optimizer.{modality}", optimizer[modality], ALGORITHMS)
+    for modality in optimizer.per_head_modalities:
+        _one_of("optimizer.per_head_modalities[]", modality, MODALITIES)
+    _one_of("optimizer.lr_scale", optimizer.lr_scale, LR_SCALE_RULES)
+    if optimizer.ns_steps < 1:
+        raise ConfigError(f"optimizer.ns_steps={optimizer.ns_steps}: must be >= 1")
+    if not 0 <= optimizer.kp <= optimizer.ns_steps:
+        raise ConfigError(
+            f"optimizer.kp={optimizer.kp}: must be an integer in [0, ns_steps={optimizer.ns_steps}]"
+        )
+    if not any(abs(optimizer.tau - tau) < 1e-9 for tau in LPMUON_TAUS):
+        raise ConfigError(f"optimizer.tau={optimizer.tau}: must be one of Table A7's cutoffs {LPMUON_TAUS}")
+    if optimizer.rank < 1:
+        raise ConfigError(f"optimizer.rank={optimizer.rank}: must be >= 1")
+    if optimizer.lr <= 0:
+        raise ConfigError(f"optimizer.lr={optimizer.lr}: must be > 0")
+    trainer = cfg.trainer
+    _one_of("trainer.schedule", trainer.schedule, SCHEDULES)
+    _one_of("trainer.mixed_precision", trainer.mixed_precision, MIXED_PRECISION)
+    for key in ("steps", "batch_size", "gradient_accumulation_steps", "log_every", "max_nonfinite_steps"):
+        if trainer[key] < 1:
+            raise ConfigError(f"trainer.{key}={trainer[key]}: must be >= 1")
+    _one_of("logger.mode", cfg.logger.mode, LOGGER_MODES)
+    env = cfg.env
+    if not 1 <= env.n_action_steps <= env.chunk_size:
+        raise ConfigError(
+            f"env.n_action_steps={env.n_action_steps}: must be in [1, env.chunk_size={env.chunk_size}]"
+        )
+
+
+def _one_of(key: str, value: Any, allowed: tuple[Any, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r}: must be one of {list(allowed)}")

@@ -1,0 +1,325 @@
+"""The optimizer-step loop: accumulation, clipping, non-finite steps, diagnostics, checkpoints, Ctrl-C."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import math
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from envs.base import EnvAdapter, TrainingData
+from policies.vla_policy import VLAPolicy
+from vla_train.optim import GradientSNRMeter, ModalityOptimizer, module_effective_ranks
+from vla_train.trainer.checkpoint import TrainerState, list_checkpoints, load_checkpoint, save_checkpoint
+from vla_train.trainer.data_order import EpochSeededSampler, step_generator
+from vla_train.trainer.metrics_log import MetricsLog
+from vla_train.trainer.schedule import build_lr_scheduler
+
+log = logging.getLogger(__name__)
+
+DIAGNOSTIC_MICRO_BATCHES = 4
+DIAGNOSTIC_MATRICES_PER_MODULE = 16
+
+
+def _ignore_sigint(worker_id: int) -> None:
+    """Data workers leave Ctrl-C to the main process, which checkpoints before stopping."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many non-finite steps in a row; the last good checkpoint is kept."""
+
+
+class TrainingLoop:
+    """Runs ``cfg.trainer.steps`` optimizer steps of ``policy`` on ``data`` and returns final metrics.
+
+    The global batch (``trainer.batch_size``, Table A1) is split over processes and accumulation
+    micro-batches. A step whose loss or gradient norm is not finite is skipped and counted; a run of
+    ``trainer.max_nonfinite_steps`` of them stops training with :class:`TrainingDiverged`.
+    """
+
+    def __init__(
+        self,
+        cfg: DictConfig,
+        accelerator: Accelerator,
+        policy: VLAPolicy,
+        optimizer: ModalityOptimizer,
+        data: TrainingData,
+        adapter: EnvAdapter,
+        run_dir: Path,
+        resume_from: Path | None,
+    ) -> None:
+        self.cfg, self.trainer_cfg = cfg, cfg.trainer
+        self.accelerator, self.adapter, self.run_dir = accelerator, adapter, run_dir
+        accumulation = self.trainer_cfg.gradient_accumulation_steps
+        per_step = accelerator.num_processes * accumulation
+        if self.trainer_cfg.batch_size % per_step:
+            raise ValueError(
+                f"trainer.batch_size={self.trainer_cfg.batch_size} must be divisible by processes × "
+                f"gradient_accumulation_steps = {per_step}"
+            )
+        micro_batch = self.trainer_cfg.batch_size // per_step
+        if len(data.dataset) < micro_batch * accelerator.num_processes:
+            raise ValueError(f"the dataset has {len(data.dataset)} samples, fewer than one batch")
+        self.sampler = EpochSeededSampler(len(data.dataset), seed=self.trainer_cfg.seed)
+        # DataLoader.__iter__ draws worker seeds from this generator (from the global RNG without one),
+        # so it is re-seeded per epoch too: a mid-epoch resume then leaves every RNG as it would be.
+        self.loader_generator = torch.Generator()
+        loader = DataLoader(
+            data.dataset,
+            batch_size=micro_batch,
+            sampler=self.sampler,
+            drop_last=True,
+            num_workers=self.trainer_cfg.num_workers,
+            persistent_workers=False,
+            generator=self.loader_generator,
+            worker_init_fn=_ignore_sigint,
+        )
+        self.scheduler = build_lr_scheduler(
+            optimizer,
+            self.trainer_cfg.schedule,
+            self.trainer_cfg.steps,
+            self.trainer_cfg.warmup_steps,
+            self.trainer_cfg.milestones,
+            self.trainer_cfg.gamma,
+            self.trainer_cfg.min_lr_ratio,
+        )
+        self.unwrapped_policy = policy
+        self.raw_optimizer = optimizer
+        self.state = TrainerState()
+        if resume_from is not None:
+            self.state = load_checkpoint(resume_from, policy, optimizer, self.scheduler)
+            log.info("resumed from %s at step %d", resume_from, self.state.step)
+        self.policy, self.optimizer, self.loader = accelerator.prepare(policy, optimizer, loader)
+        self.metrics = None
+        if accelerator.is_main_process:
+            self.metrics = MetricsLog(
+                run_dir,
+                cfg.logger.mode,
+                cfg.logger.project,
+                OmegaConf.to_container(cfg, resolve=True),
+                entity=cfg.logger.entity,
+                name=cfg.logger.name or cfg.run_name,
+                tags=list(cfg.logger.tags),
+                run_id=self.state.wandb_run_id,
+            )
+            self.metrics.truncate_after(self.state.step)
+            self.state.wandb_run_id = self.metrics.wandb_run_id
+        names = {param: name for name, param in policy.named_parameters()}
+        self.modality_of = {
+            names[param]: group["modality"] for group in optimizer.param_groups for param in group["params"]
+        }
+        self._stop_requested = False
+
+    # ------------------------------------------------------------------------------------------ data
+    def _batches(self) -> Iterator[dict[str, Any]]:
+        """Endless batches from the saved data position on, advancing epochs deterministically."""
+        epoch, skip = self.state.epoch, self.state.batches_into_epoch
+        while True:
+            self.sampler.set_epoch(epoch)
+            self.loader_generator.manual_seed(self.trainer_cfg.seed * 100_003 + epoch)
+            loader = self.accelerator.skip_first_batches(self.loader, skip) if skip else self.loader
+            for batch in loader:
+                skip += 1
+                self.state.epoch, self.state.batches_into_epoch = epoch, skip
+                yield batch
+            epoch, skip = epoch + 1, 0
+            self.state.epoch, self.state.batches_into_epoch = epoch, 0
+
+    # ------------------------------------------------------------------------------------------ loop
+    def run(self) -> dict[str, float]:
+        cfg = self.trainer_cfg
+        batches = self._batches()
+        previous_handler = signal.signal(signal.SIGINT, self._request_stop)
+        progress = tqdm(
+            total=cfg.steps,
+            initial=self.state.step,
+            desc="train",
+            dynamic_ncols=True,
+            disable=not self.accelerator.is_main_process,
+        )
+        last: dict[str, float] = {}
+        window_start, window_samples = time.perf_counter(), 0
+        try:
+            while self.state.step < cfg.steps and not self._stop_requested:
+                step = self.state.step
+                if cfg.diagnostics_every and step % cfg.diagnostics_every == 0:
+                    diagnostics = self._gradient_diagnostics(next(batches), step)
+                    self._log(diagnostics, step)
+                loss, grad_norm = self._accumulate_gradients(batches, step)
+                finite = math.isfinite(loss) and math.isfinite(grad_norm)
+                if finite:
+                    self.optimizer.step()
+                    self.state.nonfinite_streak = 0
+                else:
+                    self.state.skipped_steps += 1
+                    self.state.nonfinite_streak += 1
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scheduler.step()
+                self.state.step += 1
+                window_samples += cfg.batch_size
+                if self.state.nonfinite_streak >= cfg.max_nonfinite_steps:
+                    checkpoints = list_checkpoints(self.run_dir)
+                    raise TrainingDiverged(
+                        f"{self.state.nonfinite_streak} non-finite steps in a row (loss={loss}, grad norm="
+                        f"{grad_norm}) at step {self.state.step}; stopping. Last good checkpoint: "
+                        f"{checkpoints[-1] if checkpoints else 'none yet'}"
+                    )
+                if self.state.step % cfg.log_every == 0 or self.state.step == cfg.steps:
+                    elapsed = time.perf_counter() - window_start
+                    last = {
+                        "train/loss": loss,
+                        "train/grad_norm": grad_norm,
+                        "train/lr": self.scheduler.get_last_lr()[0],
+                        "train/samples_per_second": window_samples / max(elapsed, 1e-9),
+                        "train/skipped_steps": self.state.skipped_steps,
+                        "train/epoch": self.state.epoch,
+                    }
+                    self._log(last, self.state.step)
+                    window_start, window_samples = time.perf_counter(), 0
+                progress.set_postfix(
+                    loss=f"{loss:.4f}",
+                    lr=f"{last.get('train/lr', 0.0):.2e}",
+                    skipped=self.state.skipped_steps,
+                )
+                progress.update(1)
+                if cfg.checkpoint_every and self.state.step % cfg.checkpoint_every == 0:
+                    self._save()
+                if cfg.eval_every and self.state.step % cfg.eval_every == 0 and self.state.step < cfg.steps:
+                    self._log(self.evaluate(), self.state.step)
+            self._save()
+            if self._stop_requested:
+                print(
+                    f"interrupted: checkpoint saved at step {self.state.step} in {self.run_dir}; "
+                    "continue with trainer.resume=true"
+                )
+                return {**last, "interrupted": 1.0, "step": float(self.state.step)}
+            result = {**last, "step": float(self.state.step)}
+            if self.cfg.evaluate:
+                evaluation = self.evaluate()
+                self._log(evaluation, self.state.step)
+                result.update(evaluation)
+            return result
+        finally:
+            progress.close()
+            signal.signal(signal.SIGINT, previous_handler)
+            if self.metrics is not None:
+                self.metrics.close()
+
+    def _accumulate_gradients(self, batches: Iterator[dict[str, Any]], step: int) -> tuple[float, float]:
+        accumulation = self.trainer_cfg.gradient_accumulation_steps
+        generator = step_generator(
+            self.trainer_cfg.seed, step, self.accelerator.process_index, self.accelerator.device
+        )
+        total = 0.0
+        self.policy.train()
+        for micro in range(accumulation):
+            batch = next(batches)
+            sync = (
+                contextlib.nullcontext()
+                if micro == accumulation - 1
+                else self.accelerator.no_sync(self.policy)
+            )
+            with sync, self.accelerator.autocast():
+                loss = self.policy(batch, generator=generator)
+            self.accelerator.backward(loss / accumulation)
+            total += loss.detach().float().item() / accumulation
+        if self.accelerator.num_processes > 1:
+            total = self.accelerator.reduce(
+                torch.tensor(total, device=self.accelerator.device), "mean"
+            ).item()
+        parameters = [p for p in self.policy.parameters() if p.grad is not None]
+        if self.trainer_cfg.max_grad_norm:
+            grad_norm = self.accelerator.clip_grad_norm_(parameters, self.trainer_cfg.max_grad_norm)
+        else:
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in parameters])
+        return total, float(grad_norm)
+
+    def _gradient_diagnostics(self, batch: dict[str, Any], step: int) -> dict[str, float]:
+        """Per-modality gradient erank (eq. 4) of the batch gradient and SNR (eq. 5) across micro-batches.
+
+        Uses its own forward/backward passes on one extra batch (without DDP sync) and clears the
+        gradients afterwards, so training itself is unchanged by whether diagnostics are on.
+        """
+        size = len(batch["instruction"])
+        chunks = min(DIAGNOSTIC_MICRO_BATCHES, size)
+        if chunks < 2:
+            return {}
+        meter = GradientSNRMeter(self.modality_of)
+        names = dict(self.unwrapped_policy.named_parameters())
+        bounds = torch.linspace(0, size, chunks + 1).long().tolist()
+        generator = step_generator(
+            self.trainer_cfg.seed + 7919, step, self.accelerator.process_index, self.accelerator.device
+        )
+        totals: dict[str, torch.Tensor] = {}
+        with self.accelerator.no_sync(self.policy):
+            for start, end in itertools.pairwise(bounds):
+                part = {k: v[start:end] for k, v in batch.items()}
+                self.optimizer.zero_grad(set_to_none=True)
+                with self.accelerator.autocast():
+                    self.policy(part, generator=generator).backward()
+                grads = [(n, p.grad) for n, p in names.items() if p.grad is not None]
+                meter.observe(grads)
+                for name, grad in grads:
+                    totals[name] = totals[name] + grad if name in totals else grad.clone()
+        self.optimizer.zero_grad(set_to_none=True)
+        result = {
+            f"grad_erank/{k}": v
+            for k, v in module_effective_ranks(
+                totals.items(), self.modality_of, DIAGNOSTIC_MATRICES_PER_MODULE
+            ).items()
+        }
+        result.update({f"grad_snr/{k}": v for k, v in meter.compute().items()})
+        return result
+
+    # ---------------------------------------------------------------------------------------- output
+    def evaluate(self) -> dict[str, float]:
+        from vla_train.evaluation import evaluate_policy
+
+        if not self.accelerator.is_main_process:
+            return {}
+        self.policy.eval()
+        eval_cfg = self.cfg.env.eval
+        return evaluate_policy(
+            self.unwrapped_policy,
+            self.adapter,
+            episodes=eval_cfg.episodes,
+            max_steps=eval_cfg.max_steps,
+            seed=eval_cfg.seed,
+            videos=eval_cfg.videos,
+            output_dir=self.run_dir / "eval" / f"step_{self.state.step}",
+        )
+
+    def _save(self) -> None:
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            save_checkpoint(
+                self.run_dir,
+                self.unwrapped_policy,
+                self.raw_optimizer,
+                self.scheduler,
+                self.state,
+                keep=self.trainer_cfg.keep_checkpoints,
+            )
+
+    def _log(self, metrics: dict[str, float], step: int) -> None:
+        if self.metrics is not None and metrics:
+            self.metrics.log(metrics, step)
+
+    def _request_stop(self, signum: int, frame: Any) -> None:
+        """First Ctrl-C: finish the current step, checkpoint, exit. Second: stop at once."""
+        if self._stop_requested:
+            raise KeyboardInterrupt
+        self._stop_requested = True
+        print("\nCtrl-C: stopping after this step and saving a checkpoint (press again to abort)")

@@ -1,0 +1,98 @@
+"""``train(cfg) -> metrics``: everything ``python train.py ...`` does, callable from tests and notebooks."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from envs.base import EnvAdapter
+from policies.vla_policy import VLAPolicy
+from vla_train.config import validate_config
+from vla_train.trainer.checkpoint import list_checkpoints, resolve_resume
+from vla_train.trainer.loop import TrainingLoop
+
+log = logging.getLogger(__name__)
+
+
+class RunDirectoryInUse(RuntimeError):
+    """The run directory already holds checkpoints and the config did not ask to resume."""
+
+
+def configure_caches(cache_root: Path) -> None:
+    """Keep Hugging Face, LeRobot, wandb, LIBERO and Mesa caches out of the user's home.
+
+    A variable the user has set wins; otherwise each cache goes under ``cache_root``.
+    """
+    defaults = {
+        "HF_HOME": "huggingface",
+        "HF_LEROBOT_HOME": "lerobot",
+        "LIBERO_CONFIG_PATH": "libero",
+        "MESA_SHADER_CACHE_DIR": "mesa",
+        "MPLCONFIGDIR": "matplotlib",
+        "TORCHINDUCTOR_CACHE_DIR": "torchinductor",
+    }
+    for variable, sub in defaults.items():
+        os.environ.setdefault(variable, str((cache_root / sub).resolve()))
+
+
+def resolve_mixed_precision(option: str, accelerator_device: str) -> str:
+    if option == "auto":
+        return "bf16" if accelerator_device == "cuda" else "no"
+    return option
+
+
+def build_policy(cfg: DictConfig, stats: Any, state_key: str, action_key: str) -> VLAPolicy:
+    policy = VLAPolicy(
+        backbone=instantiate(cfg.backbone),
+        head=instantiate(cfg.head),
+        action_dim=cfg.env.action_dim,
+        state_dim=cfg.env.state_dim,
+        chunk_size=cfg.env.chunk_size,
+        n_action_steps=cfg.env.n_action_steps,
+    )
+    if stats is not None:
+        policy.set_normalization(stats, state_key, action_key)
+    return policy
+
+
+def build_env_adapter(env_cfg: DictConfig) -> EnvAdapter:
+    return get_class(env_cfg.adapter)(env_cfg)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Train (and, with ``evaluate``, evaluate) one policy; returns the final metrics."""
+    validate_config(cfg)
+    run_dir = Path(cfg.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    configure_caches(Path(os.environ.get("VLA_TRAIN_CACHE", run_dir / ".cache")))
+    resume_from = resolve_resume(cfg.trainer.resume, run_dir)
+    if resume_from is None and list_checkpoints(run_dir):
+        raise RunDirectoryInUse(
+            f"{run_dir} already has checkpoints; resume with trainer.resume=true, or start a new run with "
+            "run_name=<new name>"
+        )
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+
+    cpu = cfg.trainer.cpu or not torch.cuda.is_available()
+    accelerator = Accelerator(
+        cpu=cpu,
+        mixed_precision=resolve_mixed_precision(cfg.trainer.mixed_precision, "cpu" if cpu else "cuda"),
+    )
+    set_seed(cfg.trainer.seed)
+    adapter = build_env_adapter(cfg.env)
+    data = adapter.training_data(cache_dir=str(run_dir / ".cache"))
+    policy = build_policy(cfg, data.stats, data.state_key, data.action_key)
+    rules = policy.optimizer_rules()
+    optimizer = instantiate(cfg.optimizer)(
+        policy, rules.modality_rules, adamw_patterns=rules.adamw_patterns, per_head_rules=rules.per_head_rules
+    )
+    loop = TrainingLoop(cfg, accelerator, policy, optimizer, data, adapter, run_dir, resume_from)
+    return loop.run()
