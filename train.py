@@ -5,6 +5,8 @@ A thin Hydra entry point; all work happens in :func:`vla_train.train`, which tes
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
@@ -18,6 +20,8 @@ def main(cfg: DictConfig) -> float | None:
     from vla_train import train
 
     metrics = train(cfg)
+    if metrics.get("interrupted"):
+        sys.exit(130)  # the shell's code for Ctrl-C; the checkpoint is already saved
     # Hydra sweepers (e.g. Optuna) optimize the returned value.
     return metrics.get("eval/success_rate")
 

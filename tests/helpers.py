@@ -17,3 +17,30 @@ def matrix_with_spectrum(rows: int, cols: int, singular_values: torch.Tensor) ->
     u = random_orthonormal(rows, k)
     v = random_orthonormal(cols, k)
     return u @ torch.diag(singular_values.double()) @ v.T, u, v
+
+
+def configs_dir() -> str:
+    from pathlib import Path
+
+    return str(Path(__file__).resolve().parents[1] / "configs")
+
+
+def compose_train(overrides: list[str], output_dir=None):
+    """The real ``configs/train.yaml`` composed as ``python train.py <overrides>`` would, on CPU.
+
+    Hydra's runtime resolvers (``${hydra:runtime.choices...}``) are made available, and the run goes
+    to ``output_dir``.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=configs_dir()):
+        cfg = compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    if output_dir is not None:
+        with open_dict(cfg):
+            cfg.output_dir = str(output_dir)
+    return cfg

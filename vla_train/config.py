@@ -152,6 +152,7 @@ class TrainerConfig:
     eval_every: int = 0
     resume: Any = False  # false | true (latest in the run dir) | a checkpoint or run path
     max_nonfinite_steps: int = 10
+    stop_at_step: int | None = None  # checkpoint and stop here (e.g. a time-limited job); resume later
     seed: int = 0
 
 

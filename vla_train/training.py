@@ -69,6 +69,8 @@ def build_env_adapter(env_cfg: DictConfig) -> EnvAdapter:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train (and, with ``evaluate``, evaluate) one policy; returns the final metrics."""
+    if "hydra" in cfg:  # composed with return_hydra_config (tests, notebooks): Hydra's own node is not ours
+        cfg = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
     validate_config(cfg)
     run_dir = Path(cfg.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

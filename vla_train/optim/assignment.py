@@ -133,10 +133,10 @@ def assign_parameters(
         if not is_hidden_matrix(parameter) or forced_adamw is not None:
             algorithm = "adamw"
         layout = None
-        if algorithm != "adamw" and rule.modality in per_head_modalities:
-            head_rule = next((r for r, regex in head_compiled if regex.search(name)), None)
-            if head_rule is not None:
-                used_heads.add(head_rule.pattern)
+        head_rule = next((r for r, regex in head_compiled if regex.search(name)), None)
+        if head_rule is not None:
+            used_heads.add(head_rule.pattern)  # a pattern is checked whichever modality runs per-head
+            if algorithm != "adamw" and rule.modality in per_head_modalities:
                 layout = head_rule.layout
         assignments.append(
             ParameterAssignment(name, parameter, rule.modality, algorithm, rule.pattern, layout)

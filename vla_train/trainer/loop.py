@@ -8,6 +8,7 @@ import logging
 import math
 import signal
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,13 @@ from tqdm.auto import tqdm
 from envs.base import EnvAdapter, TrainingData
 from policies.vla_policy import VLAPolicy
 from vla_train.optim import GradientSNRMeter, ModalityOptimizer, module_effective_ranks
-from vla_train.trainer.checkpoint import TrainerState, list_checkpoints, load_checkpoint, save_checkpoint
+from vla_train.trainer.checkpoint import (
+    TrainerState,
+    checkpoint_name,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
 from vla_train.trainer.data_order import EpochSeededSampler, step_generator
 from vla_train.trainer.metrics_log import MetricsLog
 from vla_train.trainer.schedule import build_lr_scheduler
@@ -152,7 +159,8 @@ class TrainingLoop:
         last: dict[str, float] = {}
         window_start, window_samples = time.perf_counter(), 0
         try:
-            while self.state.step < cfg.steps and not self._stop_requested:
+            stop_at = min(cfg.steps, cfg.stop_at_step) if cfg.stop_at_step else cfg.steps
+            while self.state.step < stop_at and not self._stop_requested:
                 step = self.state.step
                 if cfg.diagnostics_every and step % cfg.diagnostics_every == 0:
                     diagnostics = self._gradient_diagnostics(next(batches), step)
@@ -166,7 +174,9 @@ class TrainingLoop:
                     self.state.skipped_steps += 1
                     self.state.nonfinite_streak += 1
                 self.optimizer.zero_grad(set_to_none=True)
-                self.scheduler.step()
+                with warnings.catch_warnings():  # a skipped first step is not a scheduler misuse
+                    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+                    self.scheduler.step()
                 self.state.step += 1
                 window_samples += cfg.batch_size
                 if self.state.nonfinite_streak >= cfg.max_nonfinite_steps:
@@ -199,17 +209,23 @@ class TrainingLoop:
                 if cfg.eval_every and self.state.step % cfg.eval_every == 0 and self.state.step < cfg.steps:
                     self._log(self.evaluate(), self.state.step)
             self._save()
-            if self._stop_requested:
-                print(
-                    f"interrupted: checkpoint saved at step {self.state.step} in {self.run_dir}; "
-                    "continue with trainer.resume=true"
-                )
-                return {**last, "interrupted": 1.0, "step": float(self.state.step)}
+            checkpoint = self.run_dir / "checkpoints" / checkpoint_name(self.state.step)
+            if self._stop_requested or self.state.step < cfg.steps:
+                reason = "interrupted" if self._stop_requested else f"stopped at trainer.stop_at_step={stop_at}"
+                print(f"{reason}: checkpoint {checkpoint}; continue with trainer.resume=true")
+                return {**last, "interrupted": float(self._stop_requested), "step": float(self.state.step)}
             result = {**last, "step": float(self.state.step)}
             if self.cfg.evaluate:
                 evaluation = self.evaluate()
                 self._log(evaluation, self.state.step)
                 result.update(evaluation)
+            if self.accelerator.is_main_process:
+                print(f"done: {self.state.step} steps\n  checkpoint: {checkpoint}\n  metrics:    "
+                      f"{self.run_dir / 'metrics.jsonl'}")
+                if self.cfg.evaluate:
+                    print(f"  success rate: {result['eval/success_rate']:.1%} over "
+                          f"{int(result['eval/episodes'])} episodes; videos and episodes.jsonl in "
+                          f"{self.run_dir / 'eval' / f'step_{self.state.step}'}")
             return result
         finally:
             progress.close()

@@ -1,0 +1,158 @@
+"""Train the tiny policy for a few steps on a real (tiny) LeRobot dataset recorded in robosuite."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import compose_train
+from safetensors.torch import load_file
+
+from envs.robosuite.lift import RobosuiteLiftAdapter
+from vla_train.trainer.checkpoint import list_checkpoints
+from vla_train.trainer.loop import TrainingDiverged
+from vla_train.trainer.metrics_log import read_metrics
+from vla_train.training import RunDirectoryInUse, train
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def tiny_run(dataset: Path, output: Path, *overrides: str):
+    return compose_train(
+        ["trainer=tiny", "logger=none", "evaluate=false", f"env.dataset.root={dataset}",
+         "env.dataset.generate=false", *overrides],
+        output,
+    )
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    return {m["step"]: m["train/loss"] for m in read_metrics(run_dir / "metrics.jsonl") if "train/loss" in m}
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "muon", "pion", "pion_per_head", "muon_all", "lrmuon", "lpmuon"])
+def test_each_optimizer_trains(optimizer: str, lift_dataset: Path, tmp_path: Path) -> None:
+    metrics = train(tiny_run(lift_dataset, tmp_path, f"optimizer={optimizer}"))
+    assert metrics["step"] == 6 and math.isfinite(metrics["train/loss"])
+    assert len(losses(tmp_path)) == 6
+    final = load_file(list_checkpoints(tmp_path)[-1] / "model.safetensors")
+    initial_norm = final["head.output_proj.weight"].norm()
+    assert torch.isfinite(initial_norm)
+    assert (tmp_path / "config.yaml").is_file()
+
+
+@pytest.mark.parametrize("head", ["l1", "flow"])
+def test_each_head_trains_and_the_loss_falls(head: str, lift_dataset: Path, tmp_path: Path) -> None:
+    train(tiny_run(lift_dataset, tmp_path, f"head={head}", "trainer.steps=30", "trainer.batch_size=8",
+                   "optimizer.lr=1e-3", "trainer.checkpoint_every=0", "trainer.diagnostics_every=0"))
+    curve = list(losses(tmp_path).values())
+    assert sum(curve[-5:]) / 5 < sum(curve[:5]) / 5
+
+
+def test_resume_reproduces_the_uninterrupted_loss_curve_exactly(lift_dataset: Path, tmp_path: Path) -> None:
+    settings = ["head=flow", "trainer.steps=8", "trainer.gradient_accumulation_steps=2", "trainer.schedule=cosine",
+                "trainer.warmup_steps=2", "trainer.checkpoint_every=4", "trainer.diagnostics_every=3"]
+    straight = tmp_path / "straight"
+    train(tiny_run(lift_dataset, straight, *settings))
+    interrupted = tmp_path / "interrupted"
+    stopped = train(tiny_run(lift_dataset, interrupted, *settings, "trainer.stop_at_step=5"))
+    assert stopped["step"] == 5 and not stopped["interrupted"]
+    with pytest.raises(RunDirectoryInUse, match="trainer.resume=true"):
+        train(tiny_run(lift_dataset, interrupted, *settings))
+    train(tiny_run(lift_dataset, interrupted, *settings, "trainer.resume=true"))
+
+    assert losses(straight) == losses(interrupted)  # every step, bit for bit
+    assert list(losses(interrupted)) == list(range(1, 9))
+    a = load_file(list_checkpoints(straight)[-1] / "model.safetensors")
+    b = load_file(list_checkpoints(interrupted)[-1] / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_nan_batch_is_skipped_and_counted(lift_dataset: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    clean = RobosuiteLiftAdapter.sample_to_policy
+
+    def poisoned(self, sample):
+        policy_sample = clean(self, sample)
+        if int(sample["index"]) % 5 == 0:
+            policy_sample["state"] = torch.full_like(policy_sample["state"], float("nan"))
+        return policy_sample
+
+    monkeypatch.setattr(RobosuiteLiftAdapter, "sample_to_policy", poisoned)
+    metrics = train(tiny_run(lift_dataset, tmp_path, "trainer.steps=10", "trainer.diagnostics_every=0"))
+    skipped = metrics["train/skipped_steps"]
+    assert 1 <= skipped < 10
+    logged = losses(tmp_path)
+    assert sum(not math.isfinite(v) for v in logged.values()) == skipped
+    weights = load_file(list_checkpoints(tmp_path)[-1] / "model.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_too_many_non_finite_steps_stop_with_a_clear_error(lift_dataset: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    clean = RobosuiteLiftAdapter.sample_to_policy
+
+    def poisoned(self, sample):
+        policy_sample = clean(self, sample)
+        policy_sample["actions"] = policy_sample["actions"] * float("inf")
+        return policy_sample
+
+    monkeypatch.setattr(RobosuiteLiftAdapter, "sample_to_policy", poisoned)
+    with pytest.raises(TrainingDiverged, match="3 non-finite steps in a row"):
+        train(tiny_run(lift_dataset, tmp_path, "trainer.max_nonfinite_steps=3", "trainer.diagnostics_every=0"))
+
+
+def test_evaluation_reports_success_rate_and_writes_videos(lift_dataset: Path, tmp_path: Path) -> None:
+    metrics = train(tiny_run(lift_dataset, tmp_path, "evaluate=true", "trainer.steps=2", "env.eval.episodes=2",
+                             "env.eval.max_steps=8", "env.eval.videos=1"))
+    assert 0.0 <= metrics["eval/success_rate"] <= 1.0 and metrics["eval/episodes"] == 2
+    eval_dir = tmp_path / "eval" / "step_2"
+    assert (eval_dir / "episode_000.mp4").stat().st_size > 0
+    assert not (eval_dir / "episode_001.mp4").exists()
+    assert len((eval_dir / "episodes.jsonl").read_text().splitlines()) == 2
+
+
+def _train_command(dataset: Path, *overrides: str) -> list[str]:
+    return [sys.executable, "train.py", "trainer=tiny", "logger=none", "evaluate=false",
+            f"env.dataset.root={dataset}", "env.dataset.generate=false", *overrides]
+
+
+def test_multirun_over_kp_runs_three_jobs(lift_dataset: Path, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "train.py", "-m", *_train_command(lift_dataset, "trainer.steps=2",
+                                                           "trainer.diagnostics_every=0")[2:],
+         "optimizer.kp=0,1,2", f"hydra.sweep.dir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = sorted(p.parent for p in tmp_path.glob("*/config.yaml"))
+    assert len(runs) == 3
+    kps = sorted(int(next(line for line in (r / "config.yaml").read_text().splitlines()
+                          if line.strip().startswith("kp:")).split(":")[1]) for r in runs)
+    assert kps == [0, 1, 2]
+    assert all(len(losses(r)) == 2 for r in runs)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_130(lift_dataset: Path, tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [*_train_command(lift_dataset, "trainer.steps=100000", "trainer.checkpoint_every=0",
+                         "trainer.diagnostics_every=0"), f"hydra.run.dir={tmp_path}"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    deadline = time.monotonic() + 240
+    while not (tmp_path / "metrics.jsonl").exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, output[-2000:]
+    assert "interrupted" in output
+    checkpoints = list_checkpoints(tmp_path)
+    assert checkpoints and int(checkpoints[-1].name.removeprefix("step_")) >= 1
