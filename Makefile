@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint bench plot-filters clean
+.PHONY: install demo smoke test test-fast lint bench plot-filters clean
 
 install: $(STAMP)
 
@@ -15,9 +15,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -e ".[dev]"
 	touch $(STAMP)
 
+# The main job, offline: expert demos in robosuite -> train the tiny VLA -> closed-loop success rate.
 demo: $(STAMP)
-	$(BIN)/python scripts/bench_optim.py
-	$(BIN)/python scripts/plot_filters.py --output outputs/filters.png
+	$(BIN)/python train.py experiment=demo $(ARGS)
+
+smoke: $(STAMP)
+	$(BIN)/python train.py experiment=smoke $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
@@ -30,7 +33,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: demo
+bench: $(STAMP)
+	$(BIN)/python scripts/bench_optim.py
 
 plot-filters: $(STAMP)
 	$(BIN)/python scripts/plot_filters.py --output outputs/filters.png

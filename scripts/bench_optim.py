@@ -145,6 +145,7 @@ def main() -> None:
     parser.add_argument("--width-divisor", type=int, default=1, help="shrink every width (for smoke tests)")
     parser.add_argument("--skip-lrmuon", action="store_true", help="skip the SVD baselines")
     args = parser.parse_args()
+    started = time.perf_counter()
 
     device = torch.device(args.device)
     if args.config:
@@ -218,7 +219,10 @@ def main() -> None:
     print(f"bf16 / fp32 Muon step on {device}: {precision_ratio:.2f}")
     if not args.skip_lrmuon:
         print(f"LRMuon k=16 / Muon: {results['LRMuon k=16 (SVD)'] / muon:.2f}")
-    print(f"({len(head_specs)} attention projections, {len(whole_specs)} MLP matrices)")
+    print(
+        f"({len(head_specs)} attention projections, {len(whole_specs)} MLP matrices; "
+        f"benchmark wall time {time.perf_counter() - started:.0f} s)"
+    )
 
 
 if __name__ == "__main__":

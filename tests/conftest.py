@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
+
+# Before anything imports `datasets` or lerobot (they read these at import time): no test writes caches
+# into the home directory.
+_CACHE = Path(tempfile.mkdtemp(prefix="vla-train-test-cache-"))
+for _variable, _sub in (
+    ("HF_HOME", "huggingface"),
+    ("HF_LEROBOT_HOME", "lerobot"),
+    ("MPLCONFIGDIR", "matplotlib"),
+    ("NUMBA_CACHE_DIR", "numba"),
+):
+    os.environ.setdefault(_variable, str(_CACHE / _sub))
+os.environ.setdefault("MESA_SHADER_CACHE_DISABLE", "true")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 import torch
@@ -19,12 +34,8 @@ def _seed() -> None:
 
 
 @pytest.fixture(autouse=True)
-def _caches_in_tmp(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test writes caches (HF, wandb, Mesa, numba) into the home directory."""
-    cache = tmp_path_factory.getbasetemp() / "cache"
-    monkeypatch.setenv("VLA_TRAIN_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("WANDB_MODE", "disabled")
+def _run_caches_in_tmp(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VLA_TRAIN_CACHE", str(_CACHE / "runs"))
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +44,8 @@ def lift_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from vla_train.training import build_env_adapter
 
     root = tmp_path_factory.mktemp("data") / "lift"
-    cfg = compose_train([f"env.dataset.root={root}", "env.dataset.num_demos=3"], output_dir=root.parent / "unused")
+    cfg = compose_train(
+        [f"env.dataset.root={root}", "env.dataset.num_demos=3"], output_dir=root.parent / "unused"
+    )
     build_env_adapter(cfg.env).generate_demonstrations(root, num_demos=3)
     return root
-

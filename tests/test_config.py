@@ -24,15 +24,21 @@ def options(group: str) -> list[str]:
 
 
 def tiny_policy(cfg) -> VLAPolicy:
-    return VLAPolicy(instantiate(cfg.backbone), instantiate(cfg.head), action_dim=cfg.env.action_dim,
-                     state_dim=cfg.env.state_dim, chunk_size=cfg.env.chunk_size,
-                     n_action_steps=cfg.env.n_action_steps)
+    return VLAPolicy(
+        instantiate(cfg.backbone),
+        instantiate(cfg.head),
+        action_dim=cfg.env.action_dim,
+        state_dim=cfg.env.state_dim,
+        chunk_size=cfg.env.chunk_size,
+        n_action_steps=cfg.env.n_action_steps,
+    )
 
 
 def build_optimizer(cfg, policy: VLAPolicy) -> ModalityOptimizer:
     rules = policy.optimizer_rules()
-    return instantiate(cfg.optimizer)(policy, rules.modality_rules, adamw_patterns=rules.adamw_patterns,
-                                      per_head_rules=rules.per_head_rules)
+    return instantiate(cfg.optimizer)(
+        policy, rules.modality_rules, adamw_patterns=rules.adamw_patterns, per_head_rules=rules.per_head_rules
+    )
 
 
 @pytest.mark.parametrize("optimizer", options("optimizer"))
@@ -68,27 +74,40 @@ def test_every_env_composes_and_its_adapter_imports(env: str, tmp_path: Path) ->
     assert build_env_adapter(cfg.env).cfg.name == cfg.env.name
 
 
-@pytest.mark.parametrize(("group", "option"), [(g, o) for g in ("trainer", "logger", "experiment") for o in options(g)])
+@pytest.mark.parametrize(
+    ("group", "option"), [(g, o) for g in ("trainer", "logger", "experiment") for o in options(g)]
+)
 def test_every_trainer_logger_and_experiment_composes(group: str, option: str, tmp_path: Path) -> None:
     validate_config(compose_train([f"{group}={option}"], tmp_path))
 
 
 TABLE_A6 = {  # setting: (vision, language, action)
-    "S1": ("adamw", "adamw", "adamw"), "S2": ("adamw", "adamw", "muon"), "S3": ("adamw", "adamw", "pion"),
-    "S4": ("adamw", "muon", "adamw"), "S5": ("adamw", "pion", "adamw"), "S6": ("muon", "adamw", "adamw"),
-    "S7": ("pion", "adamw", "adamw"), "S8": ("muon", "muon", "muon"), "S9": ("muon", "muon", "pion"),
+    "S1": ("adamw", "adamw", "adamw"),
+    "S2": ("adamw", "adamw", "muon"),
+    "S3": ("adamw", "adamw", "pion"),
+    "S4": ("adamw", "muon", "adamw"),
+    "S5": ("adamw", "pion", "adamw"),
+    "S6": ("muon", "adamw", "adamw"),
+    "S7": ("pion", "adamw", "adamw"),
+    "S8": ("muon", "muon", "muon"),
+    "S9": ("muon", "muon", "pion"),
 }
 
 
 @pytest.mark.parametrize("setting", sorted(TABLE_A6))
 def test_table_a6_settings_are_command_line_overrides(setting: str, tmp_path: Path) -> None:
     vision, language, action = TABLE_A6[setting]
-    cfg = compose_train([f"optimizer.vision={vision}", f"optimizer.language={language}",
-                         f"optimizer.action={action}"], tmp_path)
+    cfg = compose_train(
+        [f"optimizer.vision={vision}", f"optimizer.language={language}", f"optimizer.action={action}"],
+        tmp_path,
+    )
     built = build_optimizer(cfg, tiny_policy(cfg))
     hidden = {(g["modality"], g["algorithm"]) for g in built.param_groups if g["algorithm"] != "adamw"}
-    expected = {(m, a) for m, a in zip(("vision", "language", "action"), TABLE_A6[setting], strict=True)
-                if a != "adamw"}
+    expected = {
+        (m, a)
+        for m, a in zip(("vision", "language", "action"), TABLE_A6[setting], strict=True)
+        if a != "adamw"
+    }
     assert hidden == expected
 
 
@@ -125,12 +144,17 @@ def test_out_of_range_values_fail_before_training(override: str, names: str, tmp
         validate_config(cfg)
 
 
-@pytest.mark.parametrize(("override", "names"), [("optimizer.kp=7", "optimizer.kp"), ("optimizer=nope", "nope"),
-                                                 ("head=nope", "nope")])
+@pytest.mark.parametrize(
+    ("override", "names"),
+    [("optimizer.kp=7", "optimizer.kp"), ("optimizer=nope", "nope"), ("head=nope", "nope")],
+)
 def test_train_py_exits_non_zero_naming_the_bad_override(override: str, names: str, tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "train.py", override, f"hydra.run.dir={tmp_path}", "logger=none"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode != 0
     assert names in result.stderr + result.stdout

@@ -27,8 +27,14 @@ pytestmark = pytest.mark.slow
 
 def tiny_run(dataset: Path, output: Path, *overrides: str):
     return compose_train(
-        ["trainer=tiny", "logger=none", "evaluate=false", f"env.dataset.root={dataset}",
-         "env.dataset.generate=false", *overrides],
+        [
+            "trainer=tiny",
+            "logger=none",
+            "evaluate=false",
+            f"env.dataset.root={dataset}",
+            "env.dataset.generate=false",
+            *overrides,
+        ],
         output,
     )
 
@@ -37,7 +43,9 @@ def losses(run_dir: Path) -> dict[int, float]:
     return {m["step"]: m["train/loss"] for m in read_metrics(run_dir / "metrics.jsonl") if "train/loss" in m}
 
 
-@pytest.mark.parametrize("optimizer", ["adamw", "muon", "pion", "pion_per_head", "muon_all", "lrmuon", "lpmuon"])
+@pytest.mark.parametrize(
+    "optimizer", ["adamw", "muon", "pion", "pion_per_head", "muon_all", "lrmuon", "lpmuon"]
+)
 def test_each_optimizer_trains(optimizer: str, lift_dataset: Path, tmp_path: Path) -> None:
     metrics = train(tiny_run(lift_dataset, tmp_path, f"optimizer={optimizer}"))
     assert metrics["step"] == 6 and math.isfinite(metrics["train/loss"])
@@ -50,21 +58,38 @@ def test_each_optimizer_trains(optimizer: str, lift_dataset: Path, tmp_path: Pat
 
 @pytest.mark.parametrize("head", ["l1", "flow"])
 def test_each_head_trains_and_the_loss_falls(head: str, lift_dataset: Path, tmp_path: Path) -> None:
-    train(tiny_run(lift_dataset, tmp_path, f"head={head}", "trainer.steps=30", "trainer.batch_size=8",
-                   "optimizer.lr=1e-3", "trainer.checkpoint_every=0", "trainer.diagnostics_every=0"))
+    train(
+        tiny_run(
+            lift_dataset,
+            tmp_path,
+            f"head={head}",
+            "trainer.steps=30",
+            "trainer.batch_size=8",
+            "optimizer.lr=1e-3",
+            "trainer.checkpoint_every=0",
+            "trainer.diagnostics_every=0",
+        )
+    )
     curve = list(losses(tmp_path).values())
     assert sum(curve[-5:]) / 5 < sum(curve[:5]) / 5
 
 
 def test_resume_reproduces_the_uninterrupted_loss_curve_exactly(lift_dataset: Path, tmp_path: Path) -> None:
-    settings = ["head=flow", "trainer.steps=8", "trainer.gradient_accumulation_steps=2", "trainer.schedule=cosine",
-                "trainer.warmup_steps=2", "trainer.checkpoint_every=4", "trainer.diagnostics_every=3"]
+    settings = [
+        "head=flow",
+        "trainer.steps=8",
+        "trainer.gradient_accumulation_steps=2",
+        "trainer.schedule=cosine",
+        "trainer.warmup_steps=2",
+        "trainer.checkpoint_every=4",
+        "trainer.diagnostics_every=3",
+    ]
     straight = tmp_path / "straight"
     train(tiny_run(lift_dataset, straight, *settings))
     interrupted = tmp_path / "interrupted"
     stopped = train(tiny_run(lift_dataset, interrupted, *settings, "trainer.stop_at_step=5"))
     assert stopped["step"] == 5 and not stopped["interrupted"]
-    with pytest.raises(RunDirectoryInUse, match="trainer.resume=true"):
+    with pytest.raises(RunDirectoryInUse, match=r"trainer\.resume=true"):
         train(tiny_run(lift_dataset, interrupted, *settings))
     train(tiny_run(lift_dataset, interrupted, *settings, "trainer.resume=true"))
 
@@ -75,8 +100,9 @@ def test_resume_reproduces_the_uninterrupted_loss_curve_exactly(lift_dataset: Pa
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_a_nan_batch_is_skipped_and_counted(lift_dataset: Path, tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_nan_batch_is_skipped_and_counted(
+    lift_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     clean = RobosuiteLiftAdapter.sample_to_policy
 
     def poisoned(self, sample):
@@ -95,8 +121,9 @@ def test_a_nan_batch_is_skipped_and_counted(lift_dataset: Path, tmp_path: Path,
     assert all(torch.isfinite(w).all() for w in weights.values())
 
 
-def test_too_many_non_finite_steps_stop_with_a_clear_error(lift_dataset: Path, tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_too_many_non_finite_steps_stop_with_a_clear_error(
+    lift_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     clean = RobosuiteLiftAdapter.sample_to_policy
 
     def poisoned(self, sample):
@@ -106,12 +133,23 @@ def test_too_many_non_finite_steps_stop_with_a_clear_error(lift_dataset: Path, t
 
     monkeypatch.setattr(RobosuiteLiftAdapter, "sample_to_policy", poisoned)
     with pytest.raises(TrainingDiverged, match="3 non-finite steps in a row"):
-        train(tiny_run(lift_dataset, tmp_path, "trainer.max_nonfinite_steps=3", "trainer.diagnostics_every=0"))
+        train(
+            tiny_run(lift_dataset, tmp_path, "trainer.max_nonfinite_steps=3", "trainer.diagnostics_every=0")
+        )
 
 
 def test_evaluation_reports_success_rate_and_writes_videos(lift_dataset: Path, tmp_path: Path) -> None:
-    metrics = train(tiny_run(lift_dataset, tmp_path, "evaluate=true", "trainer.steps=2", "env.eval.episodes=2",
-                             "env.eval.max_steps=8", "env.eval.videos=1"))
+    metrics = train(
+        tiny_run(
+            lift_dataset,
+            tmp_path,
+            "evaluate=true",
+            "trainer.steps=2",
+            "env.eval.episodes=2",
+            "env.eval.max_steps=8",
+            "env.eval.videos=1",
+        )
+    )
     assert 0.0 <= metrics["eval/success_rate"] <= 1.0 and metrics["eval/episodes"] == 2
     eval_dir = tmp_path / "eval" / "step_2"
     assert (eval_dir / "episode_000.mp4").stat().st_size > 0
@@ -120,31 +158,65 @@ def test_evaluation_reports_success_rate_and_writes_videos(lift_dataset: Path, t
 
 
 def _train_command(dataset: Path, *overrides: str) -> list[str]:
-    return [sys.executable, "train.py", "trainer=tiny", "logger=none", "evaluate=false",
-            f"env.dataset.root={dataset}", "env.dataset.generate=false", *overrides]
+    return [
+        sys.executable,
+        "train.py",
+        "trainer=tiny",
+        "logger=none",
+        "evaluate=false",
+        f"env.dataset.root={dataset}",
+        "env.dataset.generate=false",
+        *overrides,
+    ]
 
 
 def test_multirun_over_kp_runs_three_jobs(lift_dataset: Path, tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "train.py", "-m", *_train_command(lift_dataset, "trainer.steps=2",
-                                                           "trainer.diagnostics_every=0")[2:],
-         "optimizer.kp=0,1,2", f"hydra.sweep.dir={tmp_path}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "train.py",
+            "-m",
+            *_train_command(lift_dataset, "trainer.steps=2", "trainer.diagnostics_every=0")[2:],
+            "optimizer.kp=0,1,2",
+            f"hydra.sweep.dir={tmp_path}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     runs = sorted(p.parent for p in tmp_path.glob("*/config.yaml"))
     assert len(runs) == 3
-    kps = sorted(int(next(line for line in (r / "config.yaml").read_text().splitlines()
-                          if line.strip().startswith("kp:")).split(":")[1]) for r in runs)
+    kps = sorted(
+        int(
+            next(
+                line
+                for line in (r / "config.yaml").read_text().splitlines()
+                if line.strip().startswith("kp:")
+            ).split(":")[1]
+        )
+        for r in runs
+    )
     assert kps == [0, 1, 2]
     assert all(len(losses(r)) == 2 for r in runs)
 
 
 def test_ctrl_c_saves_a_checkpoint_and_exits_130(lift_dataset: Path, tmp_path: Path) -> None:
     process = subprocess.Popen(
-        [*_train_command(lift_dataset, "trainer.steps=100000", "trainer.checkpoint_every=0",
-                         "trainer.diagnostics_every=0"), f"hydra.run.dir={tmp_path}"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            *_train_command(
+                lift_dataset,
+                "trainer.steps=100000",
+                "trainer.checkpoint_every=0",
+                "trainer.diagnostics_every=0",
+            ),
+            f"hydra.run.dir={tmp_path}",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     deadline = time.monotonic() + 240
@@ -156,3 +228,14 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(lift_dataset: Path, tmp_path: P
     assert "interrupted" in output
     checkpoints = list_checkpoints(tmp_path)
     assert checkpoints and int(checkpoints[-1].name.removeprefix("step_")) >= 1
+
+
+def test_diagnostics_do_not_change_training(lift_dataset: Path, tmp_path: Path) -> None:
+    settings = ["head=flow", "trainer.steps=4", "trainer.checkpoint_every=0"]
+    train(tiny_run(lift_dataset, tmp_path / "without", *settings, "trainer.diagnostics_every=0"))
+    train(tiny_run(lift_dataset, tmp_path / "with", *settings, "trainer.diagnostics_every=2"))
+    assert losses(tmp_path / "without") == losses(tmp_path / "with")
+    logged = read_metrics(tmp_path / "with" / "metrics.jsonl")
+    diagnostics = [m for m in logged if "grad_erank/action" in m]
+    assert [m["step"] for m in diagnostics] == [1, 3]
+    assert all(m["grad_erank/action"] >= 1.0 and m["grad_snr/vision"] > 0 for m in diagnostics)

@@ -121,7 +121,8 @@ class TrainingLoop:
                 tags=list(cfg.logger.tags),
                 run_id=self.state.wandb_run_id,
             )
-            self.metrics.truncate_after(self.state.step)
+            # a fresh run starts a fresh file; a resumed one drops what it is about to redo
+            self.metrics.truncate_after(self.state.step if resume_from is not None else -1)
             self.state.wandb_run_id = self.metrics.wandb_run_id
         names = {param: name for name, param in policy.named_parameters()}
         self.modality_of = {
@@ -162,10 +163,11 @@ class TrainingLoop:
             stop_at = min(cfg.steps, cfg.stop_at_step) if cfg.stop_at_step else cfg.steps
             while self.state.step < stop_at and not self._stop_requested:
                 step = self.state.step
+                micro_batches = [next(batches) for _ in range(cfg.gradient_accumulation_steps)]
                 if cfg.diagnostics_every and step % cfg.diagnostics_every == 0:
-                    diagnostics = self._gradient_diagnostics(next(batches), step)
-                    self._log(diagnostics, step)
-                loss, grad_norm = self._accumulate_gradients(batches, step)
+                    # logged with the step they precede, so a resumed run rewrites them like the rest
+                    self._log(self._gradient_diagnostics(micro_batches[0], step), step + 1)
+                loss, grad_norm = self._accumulate_gradients(micro_batches, step)
                 finite = math.isfinite(loss) and math.isfinite(grad_norm)
                 if finite:
                     self.optimizer.step()
@@ -211,7 +213,9 @@ class TrainingLoop:
             self._save()
             checkpoint = self.run_dir / "checkpoints" / checkpoint_name(self.state.step)
             if self._stop_requested or self.state.step < cfg.steps:
-                reason = "interrupted" if self._stop_requested else f"stopped at trainer.stop_at_step={stop_at}"
+                reason = f"stopped at trainer.stop_at_step={stop_at}"
+                if self._stop_requested:
+                    reason = "interrupted"
                 print(f"{reason}: checkpoint {checkpoint}; continue with trainer.resume=true")
                 return {**last, "interrupted": float(self._stop_requested), "step": float(self.state.step)}
             result = {**last, "step": float(self.state.step)}
@@ -220,12 +224,16 @@ class TrainingLoop:
                 self._log(evaluation, self.state.step)
                 result.update(evaluation)
             if self.accelerator.is_main_process:
-                print(f"done: {self.state.step} steps\n  checkpoint: {checkpoint}\n  metrics:    "
-                      f"{self.run_dir / 'metrics.jsonl'}")
+                print(
+                    f"done: {self.state.step} steps\n  checkpoint: {checkpoint}\n  metrics:    "
+                    f"{self.run_dir / 'metrics.jsonl'}"
+                )
                 if self.cfg.evaluate:
-                    print(f"  success rate: {result['eval/success_rate']:.1%} over "
-                          f"{int(result['eval/episodes'])} episodes; videos and episodes.jsonl in "
-                          f"{self.run_dir / 'eval' / f'step_{self.state.step}'}")
+                    print(
+                        f"  success rate: {result['eval/success_rate']:.1%} over "
+                        f"{int(result['eval/episodes'])} episodes; videos and episodes.jsonl in "
+                        f"{self.run_dir / 'eval' / f'step_{self.state.step}'}"
+                    )
             return result
         finally:
             progress.close()
@@ -233,15 +241,14 @@ class TrainingLoop:
             if self.metrics is not None:
                 self.metrics.close()
 
-    def _accumulate_gradients(self, batches: Iterator[dict[str, Any]], step: int) -> tuple[float, float]:
-        accumulation = self.trainer_cfg.gradient_accumulation_steps
+    def _accumulate_gradients(self, micro_batches: list[dict[str, Any]], step: int) -> tuple[float, float]:
+        accumulation = len(micro_batches)
         generator = step_generator(
             self.trainer_cfg.seed, step, self.accelerator.process_index, self.accelerator.device
         )
         total = 0.0
         self.policy.train()
-        for micro in range(accumulation):
-            batch = next(batches)
+        for micro, batch in enumerate(micro_batches):
             sync = (
                 contextlib.nullcontext()
                 if micro == accumulation - 1
@@ -265,8 +272,8 @@ class TrainingLoop:
     def _gradient_diagnostics(self, batch: dict[str, Any], step: int) -> dict[str, float]:
         """Per-modality gradient erank (eq. 4) of the batch gradient and SNR (eq. 5) across micro-batches.
 
-        Uses its own forward/backward passes on one extra batch (without DDP sync) and clears the
-        gradients afterwards, so training itself is unchanged by whether diagnostics are on.
+        Uses its own forward/backward passes (without DDP sync) on the step's first micro-batch, its own
+        random generator, and clears the gradients afterwards: training is the same with or without.
         """
         size = len(batch["instruction"])
         chunks = min(DIAGNOSTIC_MICRO_BATCHES, size)
