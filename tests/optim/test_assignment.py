@@ -212,3 +212,19 @@ def test_wrapper_rejects_added_groups() -> None:
     optimizer = build_modality_optimizer(TinyVLA(), RULES, adamw_patterns=ADAMW)
     with pytest.raises(NotImplementedError):
         optimizer.add_param_group({"params": [nn.Parameter(torch.zeros(2, 2))]})
+
+
+def test_scheduler_reaches_the_wrapped_optimizers_after_load_state_dict() -> None:
+    """torch's load_state_dict replaces group dicts; the wrapper must follow (accelerate.prepare does it)."""
+    model = TinyVLA()
+    optimizer = build_modality_optimizer(model, RULES, adamw_patterns=ADAMW, lr=1e-2)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.1 * (step + 1))
+    optimizer.load_state_dict(optimizer.state_dict())
+    for _ in range(3):
+        optimizer.step()
+        scheduler.step()
+    expected = scheduler.get_last_lr()[0]
+    assert expected == pytest.approx(1e-2 * 0.4)
+    for inner in optimizer.optimizers.values():
+        assert all(group["lr"] == pytest.approx(expected) for group in inner.param_groups)
+    assert len(optimizer.param_groups) == sum(len(o.param_groups) for o in optimizer.optimizers.values())

@@ -68,10 +68,14 @@ def test_each_head_trains_and_the_loss_falls(head: str, lift_dataset: Path, tmp_
             "optimizer.lr=1e-3",
             "trainer.checkpoint_every=0",
             "trainer.diagnostics_every=0",
+            "trainer.warmup_steps=5",  # the lr must reach the wrapped optimizers through the schedule
+            "trainer.schedule=cosine",
         )
     )
     curve = list(losses(tmp_path).values())
-    assert sum(curve[-5:]) / 5 < sum(curve[:5]) / 5
+    assert sum(curve[-5:]) / 5 < 0.9 * sum(curve[:5]) / 5
+    logged_lr = [m["train/lr"] for m in read_metrics(tmp_path / "metrics.jsonl") if "train/lr" in m]
+    assert logged_lr[0] == 0.0 and max(logged_lr) == pytest.approx(1e-3) and logged_lr[-1] < 1e-4
 
 
 def test_resume_reproduces_the_uninterrupted_loss_curve_exactly(lift_dataset: Path, tmp_path: Path) -> None:

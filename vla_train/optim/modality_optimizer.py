@@ -32,8 +32,9 @@ class _MergedState(Mapping):
 class ModalityOptimizer(Optimizer):
     """Steps several optimizers (AdamW, Muon, Pion, …) as one, over disjoint parameter groups.
 
-    ``param_groups`` are the wrapped optimizers' own group dicts (shared, not copied), so an LR
-    scheduler or ``accelerate`` that edits ``group["lr"]`` edits the optimizer that uses it. Each group
+    ``param_groups`` is a live view of the wrapped optimizers' own group dicts, so an LR scheduler or
+    ``accelerate`` that edits ``group["lr"]`` edits the optimizer that uses it — also after
+    ``load_state_dict``, which replaces every wrapped optimizer's group dicts with new ones. Each group
     carries ``name``, ``modality`` and ``algorithm`` keys for logging. Build it with
     :func:`vla_train.optim.build_modality_optimizer` rather than by hand.
     """
@@ -41,20 +42,29 @@ class ModalityOptimizer(Optimizer):
     def __init__(self, optimizers: Mapping[str, Optimizer], summary: str = "") -> None:
         if not optimizers:
             raise ValueError("ModalityOptimizer needs at least one optimizer")
-        self.optimizers = dict(optimizers)
-        groups = [group for optimizer in self.optimizers.values() for group in optimizer.param_groups]
+        groups = [group for optimizer in optimizers.values() for group in optimizer.param_groups]
         # The base class rejects a parameter that appears in two groups: every parameter has one owner.
         super().__init__([{"params": group["params"]} for group in groups], {})
-        self.param_groups = groups
+        self.optimizers = dict(optimizers)
         self.state = _MergedState(self.optimizers)  # type: ignore[assignment]
         self.summary = summary
-        self._sealed = True
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:  # type: ignore[override]
+        optimizers = self.__dict__.get("optimizers")
+        if optimizers is None:  # during Optimizer.__init__: the groups it builds for its checks
+            return self.__dict__.setdefault("_construction_groups", [])
+        return [group for optimizer in optimizers.values() for group in optimizer.param_groups]
+
+    @param_groups.setter
+    def param_groups(self, groups: list[dict[str, Any]]) -> None:
+        if self.__dict__.get("optimizers") is not None:
+            raise AttributeError("ModalityOptimizer.param_groups is a view; change the wrapped optimizers")
+        self.__dict__["_construction_groups"] = groups
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        if getattr(self, "_sealed", False):
-            raise NotImplementedError(
-                "add parameters to one of ModalityOptimizer.optimizers, not to the wrapper"
-            )
+        if self.__dict__.get("optimizers") is not None:
+            raise NotImplementedError("add parameters to one of ModalityOptimizer.optimizers instead")
         super().add_param_group(param_group)
 
     @torch.no_grad()

@@ -169,6 +169,7 @@ class TrainingLoop:
                     self._log(self._gradient_diagnostics(micro_batches[0], step), step + 1)
                 loss, grad_norm = self._accumulate_gradients(micro_batches, step)
                 finite = math.isfinite(loss) and math.isfinite(grad_norm)
+                lr = self.raw_optimizer.param_groups[0]["lr"]  # what this step uses (all groups share it)
                 if finite:
                     self.optimizer.step()
                     self.state.nonfinite_streak = 0
@@ -193,18 +194,14 @@ class TrainingLoop:
                     last = {
                         "train/loss": loss,
                         "train/grad_norm": grad_norm,
-                        "train/lr": self.scheduler.get_last_lr()[0],
+                        "train/lr": lr,
                         "train/samples_per_second": window_samples / max(elapsed, 1e-9),
                         "train/skipped_steps": self.state.skipped_steps,
                         "train/epoch": self.state.epoch,
                     }
                     self._log(last, self.state.step)
                     window_start, window_samples = time.perf_counter(), 0
-                progress.set_postfix(
-                    loss=f"{loss:.4f}",
-                    lr=f"{last.get('train/lr', 0.0):.2e}",
-                    skipped=self.state.skipped_steps,
-                )
+                progress.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", skipped=self.state.skipped_steps)
                 progress.update(1)
                 if cfg.checkpoint_every and self.state.step % cfg.checkpoint_every == 0:
                     self._save()
