@@ -40,6 +40,21 @@ class TinyBackboneConfig:
 
 
 @dataclass
+class Qwen3VLBackboneConfig:
+    """Qwen3-VL by hub id / local path, or from ``config`` with random weights (tiny)."""
+
+    _target_: str = "policies.backbones.qwen3_vl.Qwen3VLBackbone"
+    pretrained: str | None = "Qwen/Qwen3-VL-2B-Instruct"
+    config: Any = None
+    image_size: int = 224
+    dtype: str = "bfloat16"
+    attn_implementation: str = "sdpa"
+    gradient_checkpointing: bool = False
+    freeze: list[str] = field(default_factory=list)
+    max_instruction_tokens: int = 64
+
+
+@dataclass
 class HeadConfig:
     """Shared by all heads; built with ``_partial_`` because widths come from backbone and env."""
 
@@ -183,6 +198,7 @@ def register_configs() -> None:
     store = ConfigStore.instance()
     store.store(name="train_schema", node=TrainConfig)
     store.store(group="backbone", name="tiny_schema", node=TinyBackboneConfig)
+    store.store(group="backbone", name="qwen3_vl_schema", node=Qwen3VLBackboneConfig)
     store.store(group="head", name="l1_schema", node=L1HeadConfig)
     store.store(group="head", name="flow_schema", node=FlowHeadConfig)
     store.store(group="optimizer", name="optimizer_schema", node=OptimizerConfig)

@@ -39,6 +39,18 @@ def tiny_run(dataset: Path, output: Path, *overrides: str):
     )
 
 
+def poison_training_samples(monkeypatch: pytest.MonkeyPatch, poison) -> None:
+    """Make the Lift adapter's training transform call ``poison(frame, sample)`` on every sample."""
+    clean = RobosuiteLiftAdapter.sample_to_policy
+
+    def poisoned(self, frame):
+        sample = clean(self, frame)
+        poison(frame, sample)
+        return sample
+
+    monkeypatch.setattr(RobosuiteLiftAdapter, "sample_to_policy", poisoned)
+
+
 def losses(run_dir: Path) -> dict[int, float]:
     return {m["step"]: m["train/loss"] for m in read_metrics(run_dir / "metrics.jsonl") if "train/loss" in m}
 
@@ -50,9 +62,15 @@ def test_each_optimizer_trains(optimizer: str, lift_dataset: Path, tmp_path: Pat
     metrics = train(tiny_run(lift_dataset, tmp_path, f"optimizer={optimizer}"))
     assert metrics["step"] == 6 and math.isfinite(metrics["train/loss"])
     assert len(losses(tmp_path)) == 6
-    final = load_file(list_checkpoints(tmp_path)[-1] / "model.safetensors")
-    initial_norm = final["head.output_proj.weight"].norm()
-    assert torch.isfinite(initial_norm)
+    middle, final = (load_file(c / "model.safetensors") for c in list_checkpoints(tmp_path)[-2:])
+    for name in (
+        "head.trunk.layers.layers.0.linear1.weight",  # action hidden matrix
+        "backbone.language.layers.0.mlp.gate_proj.weight",  # language hidden matrix
+        "backbone.vision.blocks.0.attn.qkv.weight",  # vision hidden matrix
+        "head.output_proj.weight",
+    ):  # AdamW in every configuration
+        assert torch.isfinite(final[name]).all()
+        assert not torch.equal(middle[name], final[name]), f"{name} did not change between steps 3 and 6"
     assert (tmp_path / "config.yaml").is_file()
 
 
@@ -107,15 +125,11 @@ def test_resume_reproduces_the_uninterrupted_loss_curve_exactly(lift_dataset: Pa
 def test_a_nan_batch_is_skipped_and_counted(
     lift_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    clean = RobosuiteLiftAdapter.sample_to_policy
+    def nan_state_every_fifth_frame(frame, sample):
+        if int(frame["index"]) % 5 == 0:
+            sample["state"] = torch.full_like(sample["state"], float("nan"))
 
-    def poisoned(self, sample):
-        policy_sample = clean(self, sample)
-        if int(sample["index"]) % 5 == 0:
-            policy_sample["state"] = torch.full_like(policy_sample["state"], float("nan"))
-        return policy_sample
-
-    monkeypatch.setattr(RobosuiteLiftAdapter, "sample_to_policy", poisoned)
+    poison_training_samples(monkeypatch, nan_state_every_fifth_frame)
     metrics = train(tiny_run(lift_dataset, tmp_path, "trainer.steps=10", "trainer.diagnostics_every=0"))
     skipped = metrics["train/skipped_steps"]
     assert 1 <= skipped < 10
@@ -128,14 +142,10 @@ def test_a_nan_batch_is_skipped_and_counted(
 def test_too_many_non_finite_steps_stop_with_a_clear_error(
     lift_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    clean = RobosuiteLiftAdapter.sample_to_policy
+    def infinite_actions(frame, sample):
+        sample["actions"] = sample["actions"] * float("inf")
 
-    def poisoned(self, sample):
-        policy_sample = clean(self, sample)
-        policy_sample["actions"] = policy_sample["actions"] * float("inf")
-        return policy_sample
-
-    monkeypatch.setattr(RobosuiteLiftAdapter, "sample_to_policy", poisoned)
+    poison_training_samples(monkeypatch, infinite_actions)
     with pytest.raises(TrainingDiverged, match="3 non-finite steps in a row"):
         train(
             tiny_run(lift_dataset, tmp_path, "trainer.max_nonfinite_steps=3", "trainer.diagnostics_every=0")
@@ -243,3 +253,21 @@ def test_diagnostics_do_not_change_training(lift_dataset: Path, tmp_path: Path) 
     diagnostics = [m for m in logged if "grad_erank/action" in m]
     assert [m["step"] for m in diagnostics] == [1, 3]
     assert all(m["grad_erank/action"] >= 1.0 and m["grad_snr/vision"] > 0 for m in diagnostics)
+
+
+def test_qwen3_vl_tiny_with_the_flow_head_trains_and_evaluates(lift_dataset: Path, tmp_path: Path) -> None:
+    metrics = train(
+        tiny_run(
+            lift_dataset,
+            tmp_path,
+            "backbone=qwen3_vl_tiny",
+            "head=flow",
+            "evaluate=true",
+            "trainer.steps=4",
+            "env.eval.episodes=1",
+            "env.eval.max_steps=5",
+            "env.eval.videos=0",
+        )
+    )
+    assert metrics["step"] == 4 and math.isfinite(metrics["train/loss"])
+    assert metrics["eval/episodes"] == 1

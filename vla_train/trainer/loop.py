@@ -208,6 +208,7 @@ class TrainingLoop:
                 if cfg.eval_every and self.state.step % cfg.eval_every == 0 and self.state.step < cfg.steps:
                     self._log(self.evaluate(), self.state.step)
             self._save()
+            progress.close()
             checkpoint = self.run_dir / "checkpoints" / checkpoint_name(self.state.step)
             if self._stop_requested or self.state.step < cfg.steps:
                 reason = f"stopped at trainer.stop_at_step={stop_at}"

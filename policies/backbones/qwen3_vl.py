@@ -1,0 +1,224 @@
+"""Qwen3-VL (VLANeXt's backbone, Table A1) through transformers: vision tower + language model.
+
+The real model loads from the hub id ``Qwen/Qwen3-VL-2B-Instruct`` or a local directory in the same
+layout; ``config`` instead builds the same classes from a small config with random weights
+(``backbone=qwen3_vl_tiny``), which is how tests exercise the real code path without downloads.
+
+Images are turned into Qwen3-VL's patch sequence here rather than by the hub processor, because the
+policy receives batched ``(B, cameras, 3, H, W)`` tensors already on the device: resize to multiples
+of ``patch_size · merge_size``, normalize with mean = std = 0.5, repeat each still frame to the
+temporal patch size, and cut ``(C, T, P, P)`` patches in the 2×2-merge order the vision tower reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from transformers import (
+    AutoTokenizer,
+    ByT5Tokenizer,
+    Qwen3VLConfig,
+    Qwen3VLForConditionalGeneration,
+    Qwen3VLModel,
+)
+
+from policies.base import Backbone, BackboneOutput, OptimizerRules
+from vla_train.optim import ModalityRule, PerHeadRule
+
+IMAGE_MEAN = 0.5
+IMAGE_STD = 0.5
+
+
+def images_to_patches(
+    images: torch.Tensor, size: tuple[int, int], patch_size: int, merge_size: int, temporal_patch_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(N, 3, H, W)`` in [0, 1] → ``pixel_values (N·h·w, 3·T·P·P)`` and ``image_grid_thw (N, 3)``.
+
+    ``size`` must be multiples of ``patch_size · merge_size``. The patch order groups each 2×2 merge
+    window contiguously and flattens features as (channel, time, row, column), matching the vision
+    tower's Conv3d patch embedding.
+    """
+    factor = patch_size * merge_size
+    if size[0] % factor or size[1] % factor:
+        raise ValueError(f"image size {size} must be a multiple of patch_size·merge_size = {factor}")
+    count, channels = images.shape[:2]
+    if tuple(images.shape[-2:]) != tuple(size):
+        images = F.interpolate(images, size=size, mode="bicubic", antialias=True, align_corners=False)
+    frames = ((images - IMAGE_MEAN) / IMAGE_STD).unsqueeze(1).expand(-1, temporal_patch_size, -1, -1, -1)
+    grid_h, grid_w = size[0] // patch_size, size[1] // patch_size
+    patches = frames.reshape(
+        count,
+        temporal_patch_size,
+        channels,
+        grid_h // merge_size,
+        merge_size,
+        patch_size,
+        grid_w // merge_size,
+        merge_size,
+        patch_size,
+    )
+    # (N, h/m, w/m, m, m, C, T, P, P): merge windows contiguous, features in Conv3d order
+    patches = patches.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
+    pixel_values = patches.reshape(count * grid_h * grid_w, channels * temporal_patch_size * patch_size**2)
+    grid = torch.tensor([[1, grid_h, grid_w]] * count, device=images.device)
+    return pixel_values, grid
+
+
+class Qwen3VLBackbone(Backbone):
+    """Qwen3-VL's ``Qwen3VLModel`` (``visual`` + ``language_model``) over [images, instruction].
+
+    Args:
+        pretrained: hub id or local directory of a Qwen3-VL checkpoint; ignored when ``config`` is set.
+        config: a ``Qwen3VLConfig`` as a mapping, to build with random weights (tiny variants).
+        image_size: side the cameras are resized to (a multiple of 32); 224 gives 49 tokens per image.
+        dtype: weights' dtype for pretrained loading (``bfloat16`` on GPUs).
+        attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``.
+        gradient_checkpointing: trade compute for memory (non-reentrant, so frozen parts are safe).
+        freeze: ``vision`` and/or ``language`` to keep fixed.
+    """
+
+    def __init__(
+        self,
+        pretrained: str | None = "Qwen/Qwen3-VL-2B-Instruct",
+        config: Mapping[str, Any] | None = None,
+        image_size: int = 224,
+        dtype: str = "bfloat16",
+        attn_implementation: str = "sdpa",
+        gradient_checkpointing: bool = False,
+        freeze: tuple[str, ...] | list[str] = (),
+        max_instruction_tokens: int = 64,
+    ) -> None:
+        super().__init__()
+        if config is not None:
+            if isinstance(config, DictConfig):  # from Hydra: nested configs must be plain dicts
+                config = OmegaConf.to_container(config, resolve=True)
+            model_config = Qwen3VLConfig(**dict(config))
+            model_config._attn_implementation = attn_implementation
+            self.model = Qwen3VLModel(model_config)
+            self.tokenizer = _ByteTokenizer(model_config.text_config.vocab_size)
+        else:
+            # Checkpoints are saved from the generation class (keys model.visual.*, model.language_model.*);
+            # loading the base class from them silently re-initializes everything, so load the full class
+            # strictly and keep its base model (the LM head is unused, and tied to the embeddings anyway).
+            full, info = Qwen3VLForConditionalGeneration.from_pretrained(
+                pretrained,
+                dtype=getattr(torch, dtype),
+                attn_implementation=attn_implementation,
+                output_loading_info=True,
+            )
+            missing = [key for key in info["missing_keys"] if not key.startswith("lm_head")]
+            if missing or info["mismatched_keys"]:
+                raise RuntimeError(
+                    f"backbone.pretrained={pretrained!r} does not match Qwen3-VL: missing {missing[:5]}, "
+                    f"mismatched {info['mismatched_keys'][:5]}"
+                )
+            self.model = full.model
+            self.tokenizer = AutoTokenizer.from_pretrained(pretrained)
+        self.config = self.model.config
+        vision = self.config.vision_config
+        self.patch_size, self.merge_size = vision.patch_size, vision.spatial_merge_size
+        self.temporal_patch_size = vision.temporal_patch_size
+        if image_size % (self.patch_size * self.merge_size):
+            raise ValueError(
+                f"backbone.image_size={image_size} must be a multiple of {self.patch_size * self.merge_size}"
+            )
+        self.image_size = image_size
+        self.tokens_per_image = (image_size // self.patch_size) ** 2 // self.merge_size**2
+        self.max_instruction_tokens = max_instruction_tokens
+        self.hidden_size = self.config.text_config.hidden_size
+        if gradient_checkpointing:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        for part in freeze:
+            module = {"vision": self.model.visual, "language": self.model.language_model}.get(part)
+            if module is None:
+                raise ValueError(f"backbone.freeze: unknown part {part!r}; use 'vision' and/or 'language'")
+            module.requires_grad_(False)
+
+    def forward(self, images: torch.Tensor, instructions: list[str]) -> BackboneOutput:
+        cameras = images.size(1)
+        pixel_values, grid = images_to_patches(
+            images.flatten(0, 1).float(),
+            (self.image_size, self.image_size),
+            self.patch_size,
+            self.merge_size,
+            self.temporal_patch_size,
+        )
+        input_ids, attention_mask = self._input_ids(instructions, cameras, images.device)
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            pixel_values=pixel_values,
+            image_grid_thw=grid,
+            output_hidden_states=True,
+            use_cache=False,
+        )
+        return BackboneOutput(out.last_hidden_state, attention_mask.bool(), out.hidden_states)
+
+    def _input_ids(
+        self, instructions: list[str], cameras: int, device: torch.device
+    ) -> tuple[torch.Tensor, ...]:
+        """Per sample: ``<vision_start> <image_pad>×n <vision_end>`` per camera, then the instruction."""
+        image = [
+            self.config.vision_start_token_id,
+            *[self.config.image_token_id] * self.tokens_per_image,
+            self.config.vision_end_token_id,
+        ]
+        text = self.tokenizer(
+            list(instructions),
+            add_special_tokens=False,
+            truncation=True,
+            max_length=self.max_instruction_tokens,
+        )["input_ids"]
+        sequences = [image * cameras + list(ids) for ids in text]
+        length = max(len(s) for s in sequences)
+        pad = self.tokenizer.pad_token_id or 0
+        input_ids = torch.tensor([s + [pad] * (length - len(s)) for s in sequences], device=device)
+        mask = torch.tensor([[1] * len(s) + [0] * (length - len(s)) for s in sequences], device=device)
+        return input_ids, mask
+
+    def optimizer_rules(self) -> OptimizerRules:
+        vision, text = self.config.vision_config, self.config.text_config
+        vision_head_dim = vision.hidden_size // vision.num_heads
+        return OptimizerRules(
+            modality_rules=[
+                ModalityRule(r"^model\.visual\.", "vision"),
+                ModalityRule(r"^model\.language_model\.", "language"),
+            ],
+            adamw_patterns=[
+                r"^model\.visual\.(patch_embed|pos_embed)\.",
+                r"^model\.language_model\.embed_tokens\.",
+            ],
+            per_head_rules=[
+                PerHeadRule(r"^model\.visual\.blocks\.\d+\.attn\.qkv\.weight$", vision_head_dim, 0),
+                PerHeadRule(r"^model\.visual\.blocks\.\d+\.attn\.proj\.weight$", vision_head_dim, 1),
+                PerHeadRule(
+                    r"^model\.language_model\.layers\.\d+\.self_attn\.(q|k|v)_proj\.weight$", text.head_dim, 0
+                ),
+                PerHeadRule(
+                    r"^model\.language_model\.layers\.\d+\.self_attn\.o_proj\.weight$", text.head_dim, 1
+                ),
+            ],
+        )
+
+
+class _ByteTokenizer:
+    """Instruction bytes as token ids for tiny random models, which have no tokenizer files.
+
+    Byte ids (ByT5's scheme, below 259) stay clear of the special tokens, which tiny configs put at
+    the top of their vocabulary.
+    """
+
+    def __init__(self, vocab_size: int) -> None:
+        self._bytes = ByT5Tokenizer()
+        if vocab_size < len(self._bytes) + 8:
+            raise ValueError(
+                f"a tiny Qwen3-VL config needs vocab_size >= {len(self._bytes) + 8}, got {vocab_size}"
+            )
+        self.pad_token_id = self._bytes.pad_token_id
+
+    def __call__(self, texts: list[str], **kwargs: Any) -> dict[str, list[list[int]]]:
+        return self._bytes(texts, **kwargs)
