@@ -1,0 +1,1 @@
+"""Training data as LeRobot datasets: writing demonstrations, reading samples with action chunks."""
