@@ -54,11 +54,11 @@ def test_round_trip_with_action_chunks_and_padding(tmp_path: Path) -> None:
     assert last_of_first["action_is_pad"].tolist() == [False, False, True, True]
     assert last_of_first["task"] == "task 0"
     image = dataset[0]["observation.images.front"]
-    assert image.shape == (3, 8, 8) and 0.0 <= image.min() and image.max() <= 1.0
+    assert image.shape == (3, 8, 8) and image.min() >= 0.0 and image.max() <= 1.0
     stats = dataset_statistics(dataset, ["observation.state", "action"])
     assert torch.allclose(stats["action"]["max"], torch.tensor([1.0, 6.0, 1.0]))
     assert stats["observation.state"]["mean"].shape == (2,)
-    with pytest.raises(KeyError, match="observation.velocity"):
+    with pytest.raises(KeyError, match=r"observation\.velocity"):
         dataset_statistics(dataset, ["observation.velocity"])
     with pytest.raises(KeyError, match="has no feature 'actions'"):
         load_lerobot_dataset("local/unit", root, "actions", chunk_size=4)
@@ -76,7 +76,8 @@ def test_episode_selection_and_in_memory_cache(tmp_path: Path) -> None:
     transformed = TransformedDataset(second, to_policy)
     cached = InMemoryDataset(transformed)
     for i in range(len(cached)):
-        assert torch.equal(cached[i]["images"], transformed[i]["images"])  # PNG is lossless, uint8 cache exact
+        # PNG is lossless and the cache stores uint8: exact
+        assert torch.equal(cached[i]["images"], transformed[i]["images"])
         assert torch.equal(cached[i]["state"], transformed[i]["state"])
 
 

@@ -17,8 +17,9 @@ class InMemoryDataset(Dataset):
     """
 
     def __init__(self, dataset: Dataset, description: str = "caching dataset") -> None:
-        self.samples = [_compress(dataset[i]) for i in tqdm(range(len(dataset)), desc=description,
-                                                            dynamic_ncols=True)]
+        self.samples = [
+            _compress(dataset[i]) for i in tqdm(range(len(dataset)), desc=description, dynamic_ncols=True)
+        ]
 
     def __len__(self) -> int:
         return len(self.samples)

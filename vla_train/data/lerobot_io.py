@@ -48,8 +48,11 @@ def load_lerobot_dataset(
         raise KeyError(f"dataset {repo_id} has no feature {action_key!r}; it has {sorted(meta.features)}")
     delta_timestamps = {action_key: [i / meta.fps for i in range(chunk_size)]}
     return LeRobotDataset(
-        repo_id, root=root, episodes=list(episodes) if episodes is not None else None,
-        delta_timestamps=delta_timestamps, video_backend=VIDEO_BACKEND,
+        repo_id,
+        root=root,
+        episodes=list(episodes) if episodes is not None else None,
+        delta_timestamps=delta_timestamps,
+        video_backend=VIDEO_BACKEND,
     )
 
 
@@ -59,8 +62,10 @@ def dataset_statistics(dataset, keys: Sequence[str]) -> dict[str, dict[str, torc
     for key in keys:
         if key not in dataset.meta.stats:
             raise KeyError(f"dataset statistics lack {key!r}; available: {sorted(dataset.meta.stats)}")
-        stats[key] = {name: torch.as_tensor(np.asarray(value), dtype=torch.float32)
-                      for name, value in dataset.meta.stats[key].items()}
+        stats[key] = {
+            name: torch.as_tensor(np.asarray(value), dtype=torch.float32)
+            for name, value in dataset.meta.stats[key].items()
+        }
     return stats
 
 
@@ -79,8 +84,11 @@ class TransformedDataset(Dataset):
 
 def image_feature(height: int, width: int, video: bool = False) -> dict[str, Any]:
     """Feature spec of an HWC uint8 camera (lerobot needs the ``channels`` name to convert to CHW)."""
-    return {"dtype": "video" if video else "image", "shape": (height, width, 3),
-            "names": ["height", "width", "channels"]}
+    return {
+        "dtype": "video" if video else "image",
+        "shape": (height, width, 3),
+        "names": ["height", "width", "channels"],
+    }
 
 
 def vector_feature(names: Sequence[str]) -> dict[str, Any]:
@@ -95,8 +103,16 @@ class DatasetRecorder:
     finished one.
     """
 
-    def __init__(self, root: str | Path, repo_id: str, fps: int, features: Mapping[str, Any],
-                 robot_type: str | None = None, video: bool = False, overwrite: bool = False) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        repo_id: str,
+        fps: int,
+        features: Mapping[str, Any],
+        robot_type: str | None = None,
+        video: bool = False,
+        overwrite: bool = False,
+    ) -> None:
         from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
         _quiet_datasets()
@@ -106,8 +122,13 @@ class DatasetRecorder:
                 raise FileExistsError(f"{self.root} exists; choose another root or pass overwrite=True")
             shutil.rmtree(self.root)
         self.dataset = LeRobotDataset.create(
-            repo_id=repo_id, fps=fps, features=dict(features), root=self.root, robot_type=robot_type,
-            use_videos=video, image_writer_threads=0,
+            repo_id=repo_id,
+            fps=fps,
+            features=dict(features),
+            root=self.root,
+            robot_type=robot_type,
+            use_videos=video,
+            image_writer_threads=0,
         )
         self.episodes = 0
 
