@@ -23,19 +23,10 @@ from rich.console import Console
 from rich.table import Table
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
+from policies.backbones.architectures import QWEN25_05B
 from vla_train.optim import LowRankMuon, Muon, Pion
 from vla_train.optim.spectral import resolve_compute_dtype
 
-# Qwen2.5-0.5B's published config (hub: Qwen/Qwen2.5-0.5B); pass --config to read another one.
-QWEN25_05B = dict(
-    hidden_size=896,
-    intermediate_size=4864,
-    num_attention_heads=14,
-    num_key_value_heads=2,
-    num_hidden_layers=24,
-    vocab_size=151936,
-    tie_word_embeddings=True,
-)
 ACTION_HEAD_MLP_RATIO = 4
 
 

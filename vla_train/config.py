@@ -55,6 +55,24 @@ class Qwen3VLBackboneConfig:
 
 
 @dataclass
+class PrismaticBackboneConfig:
+    """Prismatic dinosiglip + Qwen2.5 (VLA-Adapter); tiny variants set the overrides and a config."""
+
+    _target_: str = "policies.backbones.prismatic.PrismaticBackbone"
+    dino_model: str = "vit_large_patch14_reg4_dinov2.lvd142m"
+    siglip_model: str = "vit_so400m_patch14_siglip_224"
+    language_model: str | None = "Qwen/Qwen2.5-0.5B"
+    checkpoint: str | None = None
+    image_size: int = 224
+    pretrained_vision: bool = True
+    vision_overrides: Any = None
+    language_config: Any = None
+    dtype: str = "bfloat16"
+    freeze: list[str] = field(default_factory=list)
+    max_instruction_tokens: int = 64
+
+
+@dataclass
 class HeadConfig:
     """Shared by all heads; built with ``_partial_`` because widths come from backbone and env."""
 
@@ -199,6 +217,7 @@ def register_configs() -> None:
     store.store(name="train_schema", node=TrainConfig)
     store.store(group="backbone", name="tiny_schema", node=TinyBackboneConfig)
     store.store(group="backbone", name="qwen3_vl_schema", node=Qwen3VLBackboneConfig)
+    store.store(group="backbone", name="prismatic_schema", node=PrismaticBackboneConfig)
     store.store(group="head", name="l1_schema", node=L1HeadConfig)
     store.store(group="head", name="flow_schema", node=FlowHeadConfig)
     store.store(group="optimizer", name="optimizer_schema", node=OptimizerConfig)

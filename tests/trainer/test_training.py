@@ -271,3 +271,24 @@ def test_qwen3_vl_tiny_with_the_flow_head_trains_and_evaluates(lift_dataset: Pat
     )
     assert metrics["step"] == 4 and math.isfinite(metrics["train/loss"])
     assert metrics["eval/episodes"] == 1
+
+
+def test_prismatic_tiny_with_the_l1_head_and_pion_trains_and_evaluates(
+    lift_dataset: Path, tmp_path: Path
+) -> None:
+    metrics = train(
+        tiny_run(
+            lift_dataset,
+            tmp_path,
+            "backbone=prismatic_tiny",
+            "head=l1",
+            "optimizer=pion",
+            "evaluate=true",
+            "trainer.steps=4",
+            "env.eval.episodes=1",
+            "env.eval.max_steps=5",
+            "env.eval.videos=0",
+        )
+    )
+    assert metrics["step"] == 4 and math.isfinite(metrics["train/loss"])
+    assert metrics["eval/episodes"] == 1

@@ -1,0 +1,108 @@
+"""Prismatic backbone: second-to-last-layer features, and a Prismatic checkpoint mapped onto our names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from helpers import compose_train
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from policies.backbones.prismatic import PrismaticBackbone, map_prismatic_state_dict
+
+
+def tiny_backbone(tmp_path: Path, **overrides) -> PrismaticBackbone:
+    cfg = compose_train(["backbone=prismatic_tiny"], tmp_path)
+    return instantiate(cfg.backbone, **overrides)
+
+
+def test_towers_return_their_second_to_last_block(tmp_path: Path) -> None:
+    backbone = tiny_backbone(tmp_path)
+    overrides = OmegaConf.to_container(
+        compose_train(["backbone=prismatic_tiny"], tmp_path).backbone.vision_overrides
+    )
+    full = timm.create_model(
+        "vit_large_patch14_reg4_dinov2", pretrained=False, num_classes=0, img_size=56, **overrides["dino"]
+    )
+    missing, _ = full.load_state_dict(backbone.dino.state_dict(), strict=False)
+    assert all(key.startswith(("blocks.2.", "norm.")) for key in missing)  # only the unused last block
+    x = torch.randn(2, 3, 56, 56)
+    expected = full.get_intermediate_layers(x, n={len(full.blocks) - 2})[0]  # prefix tokens stripped
+    ours = backbone.dino.forward_features(x)[:, backbone.dino.num_prefix_tokens :]
+    torch.testing.assert_close(ours, expected)
+    assert len(backbone.dino.blocks) == len(full.blocks) - 1
+
+
+def prismatic_checkpoint_from(backbone: PrismaticBackbone) -> dict:
+    """The same weights in the layout Prismatic's training code saves (plus parts it has and we drop)."""
+    state = backbone.state_dict()
+    projector = {
+        f"projector.{index}.{kind}": state[f"projector.fc{n}.{kind}"]
+        for n, index in ((1, 0), (2, 2), (3, 4))
+        for kind in ("weight", "bias")
+    }
+    llm = {"llm." + k.removeprefix("language."): v for k, v in state.items() if k.startswith("language.")}
+    vision = {
+        f"{tower}_featurizer.{k.removeprefix(tower + '.')}": v
+        for tower in ("dino", "siglip")
+        for k, v in state.items()
+        if k.startswith(tower + ".")
+    }
+    vision["dino_featurizer.blocks.2.norm1.weight"] = torch.zeros(32)  # last block: unused, dropped
+    vision["dino_featurizer.norm.weight"] = torch.zeros(32)
+    vision["siglip_featurizer.attn_pool.latent"] = torch.zeros(1, 1, 48)
+    return {"model": {"projector": projector, "llm_backbone": llm, "vision_backbone": vision}}
+
+
+def test_prismatic_checkpoint_loads_onto_our_modules(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    source = tiny_backbone(tmp_path)
+    (tmp_path / "ckpt" / "checkpoints").mkdir(parents=True)
+    torch.save(prismatic_checkpoint_from(source), tmp_path / "ckpt" / "checkpoints" / "step-000001.pt")
+    torch.manual_seed(2)
+    loaded = tiny_backbone(tmp_path, checkpoint=str(tmp_path / "ckpt"))
+    for name, tensor in source.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+    images = torch.rand(1, 2, 3, 64, 64)
+    torch.testing.assert_close(loaded(images, ["lift"]).tokens, source(images, ["lift"]).tokens)
+
+
+def test_bad_checkpoints_fail_loudly(tmp_path: Path) -> None:
+    backbone = tiny_backbone(tmp_path)
+    with pytest.raises(KeyError, match="projector"):
+        map_prismatic_state_dict({"llm_backbone": {}})
+    broken = prismatic_checkpoint_from(backbone)
+    broken["model"]["projector"]["projector.0.weight"] = torch.zeros(3, 3)
+    torch.save(broken, tmp_path / "broken.pt")
+    with pytest.raises(ValueError, match=r"projector\.fc1\.weight"):
+        backbone.load_prismatic_checkpoint(tmp_path / "broken.pt")
+    with pytest.raises(FileNotFoundError, match="checkpoints"):
+        backbone.load_prismatic_checkpoint(tmp_path)
+
+
+def test_modalities_and_per_head_layouts_come_from_the_towers_and_the_lm(tmp_path: Path) -> None:
+    from vla_train.optim import assign_parameters
+
+    backbone = tiny_backbone(tmp_path)
+    rules = backbone.optimizer_rules()
+    by_name = {
+        a.name: a
+        for a in assign_parameters(
+            backbone.named_parameters(),
+            rules.modality_rules,
+            {"vision": "muon", "language": "muon", "action": "pion"},
+            rules.adamw_patterns,
+            rules.per_head_rules,
+            ["vision", "language"],
+        )
+    }
+    assert by_name["dino.reg_token"].algorithm == "adamw" and by_name["siglip.pos_embed"].algorithm == "adamw"
+    assert by_name["projector.fc1.weight"].modality == "vision"
+    assert by_name["dino.blocks.0.attn.qkv.weight"].head_layout.head_dim == 16
+    assert by_name["siglip.blocks.0.attn.qkv.weight"].head_layout.head_dim == 24
+    k_proj = by_name["language.model.layers.0.self_attn.k_proj.weight"]
+    assert k_proj.head_layout.count(tuple(k_proj.parameter.shape)) == 2  # GQA: 2 key/value heads
+    assert by_name["language.model.embed_tokens.weight"].algorithm == "adamw"
