@@ -68,6 +68,8 @@ class PrismaticBackboneConfig:
     vision_overrides: Any = None
     language_config: Any = None
     dtype: str = "bfloat16"
+    attn_implementation: str = "sdpa"
+    gradient_checkpointing: bool = False
     freeze: list[str] = field(default_factory=list)
     max_instruction_tokens: int = 64
 

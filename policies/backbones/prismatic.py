@@ -70,6 +70,8 @@ class PrismaticBackbone(Backbone):
         pretrained_vision: load timm's pretrained tower weights (needs the hub or its cache).
         vision_overrides: timm kwargs for both towers (e.g. ``{"embed_dim": 32, "depth": 3}``) —
             tiny variants; ``language_config`` likewise builds a random Qwen2 from a config.
+        dtype, attn_implementation: weights' dtype and the LM's attention kernel.
+        gradient_checkpointing: recompute activations in the towers and the LM to save memory.
         freeze: ``vision`` and/or ``language`` to keep fixed.
     """
 
@@ -84,6 +86,8 @@ class PrismaticBackbone(Backbone):
         vision_overrides: Mapping[str, Mapping[str, Any]] | None = None,
         language_config: Mapping[str, Any] | None = None,
         dtype: str = "bfloat16",
+        attn_implementation: str = "sdpa",
+        gradient_checkpointing: bool = False,
         freeze: tuple[str, ...] | list[str] = (),
         max_instruction_tokens: int = 64,
     ) -> None:
@@ -98,10 +102,14 @@ class PrismaticBackbone(Backbone):
             siglip_model, image_size, pretrained_vision, overrides.get("siglip")
         )
         if language_config is not None:
-            self.language = Qwen2ForCausalLM(Qwen2Config(**_plain(language_config)))
+            language = Qwen2Config(**_plain(language_config))
+            language._attn_implementation = attn_implementation
+            self.language = Qwen2ForCausalLM(language)
             self.tokenizer: Any = ByT5Tokenizer()
         else:
-            self.language = AutoModelForCausalLM.from_pretrained(language_model, dtype=getattr(torch, dtype))
+            self.language = AutoModelForCausalLM.from_pretrained(
+                language_model, dtype=getattr(torch, dtype), attn_implementation=attn_implementation
+            )
             self.tokenizer = AutoTokenizer.from_pretrained(language_model)
         self.hidden_size = self.language.config.hidden_size
         self.projector = FusedProjector(self.dino.embed_dim + self.siglip.embed_dim, self.hidden_size)
@@ -110,6 +118,13 @@ class PrismaticBackbone(Backbone):
             self.register_buffer(f"{name}_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         if checkpoint is not None:
             self.load_prismatic_checkpoint(checkpoint)
+        if gradient_checkpointing:
+            self.dino.set_grad_checkpointing(True)
+            self.siglip.set_grad_checkpointing(True)
+            # non-reentrant: with frozen embeddings the reentrant variant silently drops all LM gradients
+            self.language.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
         for part in freeze:
             modules = {"vision": [self.dino, self.siglip], "language": [self.language]}.get(part)
             if modules is None:

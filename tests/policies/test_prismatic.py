@@ -8,6 +8,7 @@ import pytest
 import timm
 import torch
 from helpers import compose_train
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -106,3 +107,14 @@ def test_modalities_and_per_head_layouts_come_from_the_towers_and_the_lm(tmp_pat
     k_proj = by_name["language.model.layers.0.self_attn.k_proj.weight"]
     assert k_proj.head_layout.count(tuple(k_proj.parameter.shape)) == 2  # GQA: 2 key/value heads
     assert by_name["language.model.embed_tokens.weight"].algorithm == "adamw"
+
+
+def test_gradient_checkpointing_and_freezing_keep_the_right_gradients(tmp_path: Path) -> None:
+    backbone = tiny_backbone(tmp_path, gradient_checkpointing=True, freeze=["vision"])
+    features = backbone(torch.rand(1, 2, 3, 56, 56), ["lift"])
+    features.tokens.sum().backward()
+    assert all(p.grad is None for p in backbone.dino.parameters())
+    assert backbone.language.model.layers[0].mlp.up_proj.weight.grad is not None
+    assert backbone.projector.fc1.weight.grad is not None
+    with pytest.raises(InstantiationException, match="unknown part 'wheels'"):
+        tiny_backbone(tmp_path, freeze=["wheels"])
