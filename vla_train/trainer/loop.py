@@ -201,7 +201,12 @@ class TrainingLoop:
                     }
                     self._log(last, self.state.step)
                     window_start, window_samples = time.perf_counter(), 0
-                progress.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", skipped=self.state.skipped_steps)
+                progress.set_postfix(
+                    loss=f"{loss:.4f}",
+                    lr=f"{lr:.2e}",
+                    skipped=self.state.skipped_steps,
+                    samples_per_s=f"{last.get('train/samples_per_second', 0.0):.0f}",
+                )
                 progress.update(1)
                 if cfg.checkpoint_every and self.state.step % cfg.checkpoint_every == 0:
                     self._save()
