@@ -52,6 +52,25 @@ class OptimizerRules:
         )
 
 
+def vit_per_head_rules(blocks: str, head_dim: int) -> list[PerHeadRule]:
+    """Per-head layout of ViT blocks with a fused ``attn.qkv`` (rows: Q, K, V heads) and ``attn.proj``
+    (timm's ViTs, Qwen3-VL's vision tower). ``blocks``: regex of the blocks' name prefix."""
+    return [
+        PerHeadRule(rf"^{blocks}\.\d+\.attn\.qkv\.weight$", head_dim, 0),
+        PerHeadRule(rf"^{blocks}\.\d+\.attn\.proj\.weight$", head_dim, 1),
+    ]
+
+
+def decoder_per_head_rules(layers: str, head_dim: int) -> list[PerHeadRule]:
+    """Per-head layout of Qwen/Llama-style decoder layers: ``q/k/v_proj`` by rows, ``o_proj`` by columns.
+
+    One ``head_dim`` serves grouped-query attention: Q and K/V then have different head counts."""
+    return [
+        PerHeadRule(rf"^{layers}\.\d+\.self_attn\.(q|k|v)_proj\.weight$", head_dim, 0),
+        PerHeadRule(rf"^{layers}\.\d+\.self_attn\.o_proj\.weight$", head_dim, 1),
+    ]
+
+
 @dataclass
 class BackboneOutput:
     """Features for the action head.

@@ -26,8 +26,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, ByT5Tokenizer, Qwen2Config, Qwen2ForCausalLM
 
-from policies.base import Backbone, BackboneOutput, OptimizerRules
-from vla_train.optim import ModalityRule, PerHeadRule
+from policies.base import Backbone, BackboneOutput, OptimizerRules, decoder_per_head_rules, vit_per_head_rules
+from vla_train.optim import ModalityRule
 
 TOWER_NORMALIZATION = {
     "dino": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
@@ -210,18 +210,9 @@ class PrismaticBackbone(Backbone):
                 r"^language\.model\.embed_tokens\.",
                 *lm_head,
             ],
-            per_head_rules=[
-                PerHeadRule(r"^dino\.blocks\.\d+\.attn\.qkv\.weight$", dino_head_dim, 0),
-                PerHeadRule(r"^dino\.blocks\.\d+\.attn\.proj\.weight$", dino_head_dim, 1),
-                PerHeadRule(r"^siglip\.blocks\.\d+\.attn\.qkv\.weight$", siglip_head_dim, 0),
-                PerHeadRule(r"^siglip\.blocks\.\d+\.attn\.proj\.weight$", siglip_head_dim, 1),
-                PerHeadRule(
-                    r"^language\.model\.layers\.\d+\.self_attn\.(q|k|v)_proj\.weight$", language_head_dim, 0
-                ),
-                PerHeadRule(
-                    r"^language\.model\.layers\.\d+\.self_attn\.o_proj\.weight$", language_head_dim, 1
-                ),
-            ],
+            per_head_rules=vit_per_head_rules(r"dino\.blocks", dino_head_dim)
+            + vit_per_head_rules(r"siglip\.blocks", siglip_head_dim)
+            + decoder_per_head_rules(r"language\.model\.layers", language_head_dim),
         )
 
 

@@ -26,8 +26,8 @@ from transformers import (
     Qwen3VLModel,
 )
 
-from policies.base import Backbone, BackboneOutput, OptimizerRules
-from vla_train.optim import ModalityRule, PerHeadRule
+from policies.base import Backbone, BackboneOutput, OptimizerRules, decoder_per_head_rules, vit_per_head_rules
+from vla_train.optim import ModalityRule
 
 IMAGE_MEAN = 0.5
 IMAGE_STD = 0.5
@@ -192,16 +192,8 @@ class Qwen3VLBackbone(Backbone):
                 r"^model\.visual\.(patch_embed|pos_embed)\.",
                 r"^model\.language_model\.embed_tokens\.",
             ],
-            per_head_rules=[
-                PerHeadRule(r"^model\.visual\.blocks\.\d+\.attn\.qkv\.weight$", vision_head_dim, 0),
-                PerHeadRule(r"^model\.visual\.blocks\.\d+\.attn\.proj\.weight$", vision_head_dim, 1),
-                PerHeadRule(
-                    r"^model\.language_model\.layers\.\d+\.self_attn\.(q|k|v)_proj\.weight$", text.head_dim, 0
-                ),
-                PerHeadRule(
-                    r"^model\.language_model\.layers\.\d+\.self_attn\.o_proj\.weight$", text.head_dim, 1
-                ),
-            ],
+            per_head_rules=vit_per_head_rules(r"model\.visual\.blocks", vision_head_dim)
+            + decoder_per_head_rules(r"model\.language_model\.layers", text.head_dim),
         )
 
 

@@ -13,8 +13,8 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from transformers import ByT5Tokenizer, Qwen2Config, Qwen2Model
 
-from policies.base import Backbone, BackboneOutput, OptimizerRules
-from vla_train.optim import ModalityRule, PerHeadRule
+from policies.base import Backbone, BackboneOutput, OptimizerRules, decoder_per_head_rules, vit_per_head_rules
+from vla_train.optim import ModalityRule
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -107,14 +107,6 @@ class TinyBackbone(Backbone):
                 r"^vision\.patch_embed\.",
                 r"^language\.embed_tokens\.",
             ],
-            per_head_rules=[
-                PerHeadRule(r"^vision\.blocks\.\d+\.attn\.qkv\.weight$", self._vision_head_dim, 0),
-                PerHeadRule(r"^vision\.blocks\.\d+\.attn\.proj\.weight$", self._vision_head_dim, 1),
-                PerHeadRule(
-                    r"^language\.layers\.\d+\.self_attn\.(q|k|v)_proj\.weight$", self._language_head_dim, 0
-                ),
-                PerHeadRule(
-                    r"^language\.layers\.\d+\.self_attn\.o_proj\.weight$", self._language_head_dim, 1
-                ),
-            ],
+            per_head_rules=vit_per_head_rules(r"vision\.blocks", self._vision_head_dim)
+            + decoder_per_head_rules(r"language\.layers", self._language_head_dim),
         )
