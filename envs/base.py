@@ -38,7 +38,7 @@ class EnvAdapter:
         self.cfg = cfg
 
     # --- data -------------------------------------------------------------------------------------
-    def training_data(self, cache_dir: str) -> TrainingData:
+    def training_data(self) -> TrainingData:
         raise NotImplementedError
 
     # --- rollouts ---------------------------------------------------------------------------------

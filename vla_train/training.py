@@ -74,7 +74,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     validate_config(cfg)
     run_dir = Path(cfg.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    configure_caches(Path(os.environ.get("VLA_TRAIN_CACHE", run_dir / ".cache")))
+    # shared by the runs started from one directory, so hub weights and datasets download once
+    configure_caches(Path(os.environ.get("VLA_TRAIN_CACHE", ".cache")))
     resume_from = resolve_resume(cfg.trainer.resume, run_dir)
     if resume_from is None and list_checkpoints(run_dir):
         raise RunDirectoryInUse(
@@ -90,7 +91,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     )
     set_seed(cfg.trainer.seed)
     adapter = build_env_adapter(cfg.env)
-    data = adapter.training_data(cache_dir=str(run_dir / ".cache"))
+    data = adapter.training_data()
     policy = build_policy(cfg, data.stats, data.state_key, data.action_key)
     rules = policy.optimizer_rules()
     optimizer = instantiate(cfg.optimizer)(

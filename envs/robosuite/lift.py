@@ -58,7 +58,7 @@ class RobosuiteLiftAdapter(EnvAdapter):
     """``env=robosuite_lift``: see the module docstring for the layout."""
 
     # ------------------------------------------------------------------------------------------ data
-    def training_data(self, cache_dir: str) -> TrainingData:
+    def training_data(self) -> TrainingData:
         dataset_cfg = self.cfg.dataset
         root = Path(dataset_cfg.root) if dataset_cfg.root else None
         if root is not None and not is_complete(root):

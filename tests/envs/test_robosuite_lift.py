@@ -38,7 +38,7 @@ def test_scripted_expert_lifts_the_cube(tmp_path: Path) -> None:
 def test_dataset_samples_and_live_observations_match(lift_dataset: Path, tmp_path: Path) -> None:
     cfg = compose_train([f"env.dataset.root={lift_dataset}", "env.dataset.cache_in_memory=false"], tmp_path)
     adapter = build_env_adapter(cfg.env)
-    data = adapter.training_data(cache_dir=str(tmp_path))
+    data = adapter.training_data()
     sample = data.dataset[0]
     assert sample["images"].shape == (2, 3, 64, 64) and sample["actions"].shape == (cfg.env.chunk_size, 7)
     assert sample["instruction"] == "lift the red cube"
