@@ -9,12 +9,16 @@ is the one that knows what it is.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from vla_train.optim import ModalityRule, PerHeadRule
+from vla_train.optim import ModalityRule, ParameterAssignment, PerHeadRule, assign_parameters
+
+#: The paper's assignment (Table A1, configuration iii).
+PION_ASSIGNMENT = {"vision": "muon", "language": "muon", "action": "pion"}
 
 
 @dataclass
@@ -43,6 +47,23 @@ class OptimizerRules:
             [add(p) for p in self.adamw_patterns],
             [PerHeadRule(add(r.pattern), r.head_dim, r.axis) for r in self.per_head_rules],
         )
+
+    def assign(
+        self,
+        named_parameters: Iterable[tuple[str, nn.Parameter]],
+        optimizers: Mapping[str, str] = PION_ASSIGNMENT,
+        per_head_modalities: Sequence[str] = (),
+    ) -> dict[str, ParameterAssignment]:
+        """Where every trainable parameter goes under these rules, by name (for inspection and counts)."""
+        assignments = assign_parameters(
+            named_parameters,
+            self.modality_rules,
+            optimizers,
+            self.adamw_patterns,
+            self.per_head_rules,
+            per_head_modalities,
+        )
+        return {a.name: a for a in assignments}
 
     def __add__(self, other: OptimizerRules) -> OptimizerRules:
         return OptimizerRules(
@@ -85,6 +106,17 @@ class BackboneOutput:
     tokens: torch.Tensor
     mask: torch.Tensor
     layer_tokens: tuple[torch.Tensor, ...] | None = None
+
+
+def freeze_parts(parts: Mapping[str, Sequence[nn.Module]], requested: Iterable[str]) -> None:
+    """``backbone.freeze``: stop gradients of the named parts (e.g. ``vision``, ``language``)."""
+    for part in requested:
+        if part not in parts:
+            raise ValueError(
+                f"backbone.freeze: unknown part {part!r}; use {' and/or '.join(map(repr, parts))}"
+            )
+        for module in parts[part]:
+            module.requires_grad_(False)
 
 
 class Backbone(nn.Module):

@@ -20,7 +20,6 @@ from policies.backbones.architectures import QWEN3_VL_2B, QWEN25_05B
 from policies.backbones.prismatic import PrismaticBackbone
 from policies.backbones.qwen3_vl import Qwen3VLBackbone
 from policies.vla_policy import VLAPolicy
-from vla_train.optim import assign_parameters
 
 HEADS = {
     "l1": {"_target_": "policies.heads.l1.L1RegressionHead", "_partial_": True},
@@ -41,14 +40,8 @@ def count(backbone_name: str, head_name: str) -> dict[tuple[str, str], int]:
         backbone = build_backbone(backbone_name)
         head = instantiate(OmegaConf.create(HEADS[head_name]))
         policy = VLAPolicy(backbone, head, action_dim=7, state_dim=8, chunk_size=8)
-    rules = policy.optimizer_rules()
     totals: dict[tuple[str, str], int] = defaultdict(int)
-    for a in assign_parameters(
-        policy.named_parameters(),
-        rules.modality_rules,
-        {"vision": "muon", "language": "muon", "action": "pion"},
-        rules.adamw_patterns,
-    ):
+    for a in policy.optimizer_rules().assign(policy.named_parameters()).values():
         totals[(a.modality, a.algorithm)] += a.parameter.numel()
     return totals
 

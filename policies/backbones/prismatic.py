@@ -26,7 +26,14 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, ByT5Tokenizer, Qwen2Config, Qwen2ForCausalLM
 
-from policies.base import Backbone, BackboneOutput, OptimizerRules, decoder_per_head_rules, vit_per_head_rules
+from policies.base import (
+    Backbone,
+    BackboneOutput,
+    OptimizerRules,
+    decoder_per_head_rules,
+    freeze_parts,
+    vit_per_head_rules,
+)
 from vla_train.optim import ModalityRule
 
 TOWER_NORMALIZATION = {
@@ -125,12 +132,7 @@ class PrismaticBackbone(Backbone):
             self.language.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False}
             )
-        for part in freeze:
-            modules = {"vision": [self.dino, self.siglip], "language": [self.language]}.get(part)
-            if modules is None:
-                raise ValueError(f"backbone.freeze: unknown part {part!r}; use 'vision' and/or 'language'")
-            for module in modules:
-                module.requires_grad_(False)
+        freeze_parts({"vision": [self.dino, self.siglip], "language": [self.language]}, freeze)
 
     def forward(self, images: torch.Tensor, instructions: list[str]) -> BackboneOutput:
         batch, cameras = images.shape[:2]

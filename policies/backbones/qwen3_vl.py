@@ -26,7 +26,14 @@ from transformers import (
     Qwen3VLModel,
 )
 
-from policies.base import Backbone, BackboneOutput, OptimizerRules, decoder_per_head_rules, vit_per_head_rules
+from policies.base import (
+    Backbone,
+    BackboneOutput,
+    OptimizerRules,
+    decoder_per_head_rules,
+    freeze_parts,
+    vit_per_head_rules,
+)
 from vla_train.optim import ModalityRule
 
 IMAGE_MEAN = 0.5
@@ -132,11 +139,7 @@ class Qwen3VLBackbone(Backbone):
         self.hidden_size = self.config.text_config.hidden_size
         if gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        for part in freeze:
-            module = {"vision": self.model.visual, "language": self.model.language_model}.get(part)
-            if module is None:
-                raise ValueError(f"backbone.freeze: unknown part {part!r}; use 'vision' and/or 'language'")
-            module.requires_grad_(False)
+        freeze_parts({"vision": [self.model.visual], "language": [self.model.language_model]}, freeze)
 
     def forward(self, images: torch.Tensor, instructions: list[str]) -> BackboneOutput:
         cameras = images.size(1)

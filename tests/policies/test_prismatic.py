@@ -85,21 +85,10 @@ def test_bad_checkpoints_fail_loudly(tmp_path: Path) -> None:
 
 
 def test_modalities_and_per_head_layouts_come_from_the_towers_and_the_lm(tmp_path: Path) -> None:
-    from vla_train.optim import assign_parameters
-
     backbone = tiny_backbone(tmp_path)
-    rules = backbone.optimizer_rules()
-    by_name = {
-        a.name: a
-        for a in assign_parameters(
-            backbone.named_parameters(),
-            rules.modality_rules,
-            {"vision": "muon", "language": "muon", "action": "pion"},
-            rules.adamw_patterns,
-            rules.per_head_rules,
-            ["vision", "language"],
-        )
-    }
+    by_name = backbone.optimizer_rules().assign(
+        backbone.named_parameters(), per_head_modalities=["vision", "language"]
+    )
     assert by_name["dino.reg_token"].algorithm == "adamw" and by_name["siglip.pos_embed"].algorithm == "adamw"
     assert by_name["projector.fc1.weight"].modality == "vision"
     assert by_name["dino.blocks.0.attn.qkv.weight"].head_layout.head_dim == 16

@@ -18,7 +18,6 @@ from transformers import (
 )
 
 from policies.backbones.qwen3_vl import Qwen3VLBackbone, images_to_patches
-from vla_train.optim import assign_parameters
 
 
 def tiny_config_dict(tmp_path: Path) -> dict:
@@ -78,18 +77,9 @@ def test_pretrained_loading_path_on_a_tiny_checkpoint(tmp_path: Path) -> None:
 def test_per_head_rules_follow_the_configured_grouped_query_attention(tmp_path: Path) -> None:
     cfg = compose_train(["backbone=qwen3_vl_tiny"], tmp_path)
     backbone = instantiate(cfg.backbone)
-    rules = backbone.optimizer_rules()
-    assignments = {
-        a.name: a
-        for a in assign_parameters(
-            backbone.named_parameters(),
-            rules.modality_rules,
-            {"vision": "muon", "language": "muon", "action": "pion"},
-            rules.adamw_patterns,
-            rules.per_head_rules,
-            ["vision", "language"],
-        )
-    }
+    assignments = backbone.optimizer_rules().assign(
+        backbone.named_parameters(), per_head_modalities=["vision", "language"]
+    )
     k_proj = assignments["model.language_model.layers.0.self_attn.k_proj.weight"]
     assert k_proj.head_layout.head_dim == 16 and k_proj.head_layout.count(tuple(k_proj.parameter.shape)) == 2
     q_proj = assignments["model.language_model.layers.0.self_attn.q_proj.weight"]

@@ -9,7 +9,6 @@ from policies.backbones.tiny import TinyBackbone
 from policies.heads.flow import FlowMatchingHead
 from policies.heads.l1 import L1RegressionHead
 from policies.vla_policy import Normalizer, VLAPolicy
-from vla_train.optim import assign_parameters
 
 
 def make_policy(head=L1RegressionHead, n_action_steps: int = 3) -> VLAPolicy:
@@ -64,16 +63,9 @@ def test_select_action_replans_every_n_action_steps() -> None:
 @pytest.mark.parametrize("head", [L1RegressionHead, FlowMatchingHead])
 def test_every_parameter_has_a_modality_and_the_head_is_action(head) -> None:
     policy = make_policy(head)
-    rules = policy.optimizer_rules()
-    assignments = assign_parameters(
-        policy.named_parameters(),
-        rules.modality_rules,
-        {"vision": "muon", "language": "muon", "action": "pion"},
-        rules.adamw_patterns,
-        rules.per_head_rules,
-        ["vision", "language", "action"],
+    by_name = policy.optimizer_rules().assign(
+        policy.named_parameters(), per_head_modalities=["vision", "language", "action"]
     )
-    by_name = {a.name: a for a in assignments}
     assert len(by_name) == sum(1 for _ in policy.parameters())
     assert all(a.modality == "action" for n, a in by_name.items() if n.startswith("head."))
     assert by_name["head.output_proj.weight"].algorithm == "adamw"
