@@ -99,13 +99,40 @@ class BackboneOutput:
     Attributes:
         tokens: ``(B, T, D)`` last-layer hidden states over image and instruction tokens.
         mask: ``(B, T)`` bool, True where a token is real (False on padding).
-        layer_tokens: optional per-layer hidden states ``L × (B, T, D)``, for heads that read
-            intermediate layers (VLA-Adapter's bridge attention).
+        layer_tokens: per-layer hidden states ``(L + 1) × (B, T, D)`` (embedding output first), for
+            heads that read intermediate layers (VLA-Adapter's bridge attention).
+        query_layer_tokens: per-layer hidden states ``(L + 1) × (B, Q, D)`` at the positions of the
+            head's query embeddings, when the head passed any (:meth:`ActionHead.backbone_queries`).
     """
 
     tokens: torch.Tensor
     mask: torch.Tensor
     layer_tokens: tuple[torch.Tensor, ...] | None = None
+    query_layer_tokens: tuple[torch.Tensor, ...] | None = None
+
+
+def with_queries(
+    embeds: torch.Tensor, mask: torch.Tensor, queries: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Append query embeddings after the (padded) context; returns embeddings, mask, position ids.
+
+    Positions count real tokens only, so a query sits right after its sample's last instruction
+    token whatever the padding, and the context's features do not depend on the queries (causal).
+    """
+    if queries is not None:
+        embeds = torch.cat([embeds, queries.to(embeds.dtype)], dim=1)
+        mask = torch.cat([mask, mask.new_ones(queries.shape[:2])], dim=1)
+    return embeds, mask, (mask.long().cumsum(-1) - 1).clamp_min(0)
+
+
+def split_context_and_queries(
+    hidden_states: tuple[torch.Tensor, ...], context_mask: torch.Tensor
+) -> BackboneOutput:
+    """Hidden states over ``[context, queries]`` → :class:`BackboneOutput` (queries last, if any)."""
+    length = context_mask.size(1)
+    context = tuple(h[:, :length] for h in hidden_states)
+    queries = tuple(h[:, length:] for h in hidden_states) if hidden_states[0].size(1) > length else None
+    return BackboneOutput(context[-1], context_mask.bool(), context, queries)
 
 
 def freeze_parts(parts: Mapping[str, Sequence[nn.Module]], requested: Iterable[str]) -> None:
@@ -120,12 +147,20 @@ def freeze_parts(parts: Mapping[str, Sequence[nn.Module]], requested: Iterable[s
 
 
 class Backbone(nn.Module):
-    """Images + instruction → feature tokens. Subclasses set ``hidden_size``."""
+    """Images + instruction → feature tokens. Subclasses set ``hidden_size`` and ``num_layers``."""
 
     hidden_size: int
+    num_layers: int
 
-    def forward(self, images: torch.Tensor, instructions: list[str]) -> BackboneOutput:
-        """Args: images ``(B, cameras, 3, H, W)`` float in [0, 1]; instructions, one string per sample."""
+    def forward(
+        self, images: torch.Tensor, instructions: list[str], queries: torch.Tensor | None = None
+    ) -> BackboneOutput:
+        """Args:
+        images: ``(B, cameras, 3, H, W)`` float in [0, 1].
+        instructions: one string per sample.
+        queries: optional ``(B, Q, hidden_size)`` embeddings run through the language model after the
+            instruction (VLA-Adapter's action queries); their hidden states come back per layer.
+        """
         raise NotImplementedError
 
     def optimizer_rules(self) -> OptimizerRules:
@@ -134,6 +169,10 @@ class Backbone(nn.Module):
 
 class ActionHead(nn.Module):
     """Backbone features + state → action chunk. Works in normalized action space."""
+
+    def backbone_queries(self, batch_size: int) -> torch.Tensor | None:
+        """Embeddings the backbone should run after the instruction, or None (the default)."""
+        return None
 
     def loss(
         self,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 from collections import deque
 from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
 
-from policies.base import ActionHead, Backbone, OptimizerRules
+from policies.base import ActionHead, Backbone, BackboneOutput, OptimizerRules
 
 NORMALIZATION_MODES = ("mean_std", "min_max", "identity")
 
@@ -61,7 +62,8 @@ class VLAPolicy(nn.Module):
     Args:
         backbone: any :class:`Backbone`.
         head: a factory (Hydra ``_partial_``) taking ``context_dim``, ``action_dim``, ``state_dim`` and
-            ``chunk_size``, so that any head fits any backbone without hand-matched widths.
+            ``chunk_size`` (and ``context_layers`` if it asks for it), so that any head fits any backbone
+            without hand-matched widths.
         n_action_steps: actions executed from each predicted chunk before predicting again.
     """
 
@@ -81,12 +83,15 @@ class VLAPolicy(nn.Module):
         if not 1 <= n_action_steps <= chunk_size:
             raise ValueError(f"n_action_steps must be in [1, chunk_size={chunk_size}], got {n_action_steps}")
         self.backbone = backbone
-        self.head = head(
+        sizes = dict(
             context_dim=backbone.hidden_size,
             action_dim=action_dim,
             state_dim=state_dim,
             chunk_size=chunk_size,
         )
+        if "context_layers" in inspect.signature(head).parameters:
+            sizes["context_layers"] = backbone.num_layers
+        self.head = head(**sizes)
         self.action_dim, self.state_dim, self.chunk_size = action_dim, state_dim, chunk_size
         self.n_action_steps = n_action_steps
         self.state_normalizer = Normalizer(state_dim, state_normalization)
@@ -103,7 +108,7 @@ class VLAPolicy(nn.Module):
         self, batch: Mapping[str, torch.Tensor | list[str]], generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """Training loss of a batch: images, instruction, state, actions, action_is_pad."""
-        features = self.backbone(batch["images"], batch["instruction"])
+        features = self.encode(batch)
         return self.head.loss(
             features,
             self.state_normalizer.normalize(batch["state"]),
@@ -112,12 +117,17 @@ class VLAPolicy(nn.Module):
             generator=generator,
         )
 
+    def encode(self, inputs: Mapping[str, torch.Tensor | list[str]]) -> BackboneOutput:
+        """Backbone features of images + instruction (with the head's queries, if it has any)."""
+        images = inputs["images"]
+        return self.backbone(images, inputs["instruction"], queries=self.head.backbone_queries(len(images)))
+
     @torch.no_grad()
     def predict_action_chunk(
         self, observation: Mapping[str, torch.Tensor | list[str]], generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """``(B, chunk, A)`` actions in the environment's units."""
-        features = self.backbone(observation["images"], observation["instruction"])
+        features = self.encode(observation)
         chunk = self.head.predict(features, self.state_normalizer.normalize(observation["state"]), generator)
         return self.action_normalizer.unnormalize(chunk)
 

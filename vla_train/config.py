@@ -80,20 +80,27 @@ class HeadConfig:
 
     _target_: str = MISSING
     _partial_: bool = True
-    width: int = 128
-    depth: int = 2
-    heads: int = 4
-    mlp_ratio: float = 4.0
 
 
 @dataclass
 class L1HeadConfig(HeadConfig):
+    """VLA-Adapter's head: runs at the backbone's width with one bridge block per LM layer."""
+
     _target_: str = "policies.heads.l1.L1RegressionHead"
+    num_queries: int = 64
+    heads: int = 8
 
 
 @dataclass
 class FlowHeadConfig(HeadConfig):
+    """VLANeXt's head: a DiT reading one backbone layer per block (``depth: null`` = all of them)."""
+
     _target_: str = "policies.heads.flow.FlowMatchingHead"
+    width: int = 1024
+    heads: int = 16
+    mlp_ratio: float = 4.0
+    depth: int | None = None
+    num_queries: int = 16
     num_inference_steps: int = 10
     time_sampling: str = "uniform"
 

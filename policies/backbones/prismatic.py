@@ -32,7 +32,9 @@ from policies.base import (
     OptimizerRules,
     decoder_per_head_rules,
     freeze_parts,
+    split_context_and_queries,
     vit_per_head_rules,
+    with_queries,
 )
 from vla_train.optim import ModalityRule
 
@@ -119,6 +121,7 @@ class PrismaticBackbone(Backbone):
             )
             self.tokenizer = AutoTokenizer.from_pretrained(language_model)
         self.hidden_size = self.language.config.hidden_size
+        self.num_layers = self.language.config.num_hidden_layers
         self.projector = FusedProjector(self.dino.embed_dim + self.siglip.embed_dim, self.hidden_size)
         for name, (mean, std) in TOWER_NORMALIZATION.items():
             self.register_buffer(f"{name}_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
@@ -134,7 +137,9 @@ class PrismaticBackbone(Backbone):
             )
         freeze_parts({"vision": [self.dino, self.siglip], "language": [self.language]}, freeze)
 
-    def forward(self, images: torch.Tensor, instructions: list[str]) -> BackboneOutput:
+    def forward(
+        self, images: torch.Tensor, instructions: list[str], queries: torch.Tensor | None = None
+    ) -> BackboneOutput:
         batch, cameras = images.shape[:2]
         pixels = images.flatten(0, 1).float()
         if tuple(pixels.shape[-2:]) != (self.image_size, self.image_size):
@@ -160,10 +165,15 @@ class PrismaticBackbone(Backbone):
         mask = torch.cat(
             [torch.ones(visual.shape[:2], dtype=torch.long, device=images.device), text.attention_mask], dim=1
         )
+        all_embeds, all_mask, positions = with_queries(embeds, mask, queries)
         out = self.language.model(
-            inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True, use_cache=False
+            inputs_embeds=all_embeds,
+            attention_mask=all_mask,
+            position_ids=positions,
+            output_hidden_states=True,
+            use_cache=False,
         )
-        return BackboneOutput(out.last_hidden_state, mask.bool(), out.hidden_states)
+        return split_context_and_queries(out.hidden_states, mask)
 
     def load_prismatic_checkpoint(self, path: str | Path) -> None:
         """Load a Prismatic training checkpoint (``torch.load(weights_only=True)``), mapped onto ours."""

@@ -32,6 +32,7 @@ from policies.base import (
     OptimizerRules,
     decoder_per_head_rules,
     freeze_parts,
+    split_context_and_queries,
     vit_per_head_rules,
 )
 from vla_train.optim import ModalityRule
@@ -137,11 +138,14 @@ class Qwen3VLBackbone(Backbone):
         self.tokens_per_image = (image_size // self.patch_size) ** 2 // self.merge_size**2
         self.max_instruction_tokens = max_instruction_tokens
         self.hidden_size = self.config.text_config.hidden_size
+        self.num_layers = self.config.text_config.num_hidden_layers
         if gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         freeze_parts({"vision": [self.model.visual], "language": [self.model.language_model]}, freeze)
 
-    def forward(self, images: torch.Tensor, instructions: list[str]) -> BackboneOutput:
+    def forward(
+        self, images: torch.Tensor, instructions: list[str], queries: torch.Tensor | None = None
+    ) -> BackboneOutput:
         cameras = images.size(1)
         pixel_values, grid = images_to_patches(
             images.flatten(0, 1).float(),
@@ -150,16 +154,27 @@ class Qwen3VLBackbone(Backbone):
             self.merge_size,
             self.temporal_patch_size,
         )
-        input_ids, attention_mask = self._input_ids(instructions, cameras, images.device)
+        input_ids, context_mask = self._input_ids(instructions, cameras, images.device)
+        embeds = self.model.get_input_embeddings()(input_ids)
+        attention_mask = context_mask
+        if queries is not None:  # after the padding; the mask keeps their positions contiguous
+            placeholders = input_ids.new_full(queries.shape[:2], self.tokenizer.pad_token_id or 0)
+            input_ids = torch.cat([input_ids, placeholders], dim=1)
+            attention_mask = torch.cat([context_mask, context_mask.new_ones(queries.shape[:2])], dim=1)
+            embeds = torch.cat([embeds, queries.to(embeds.dtype)], dim=1)
+        # Multimodal RoPE positions from the token ids (the model can only derive them itself when it
+        # embeds the ids, and the queries are embeddings).
+        positions, _ = self.model.get_rope_index(input_ids, grid, None, attention_mask)
         out = self.model(
-            input_ids=input_ids,
+            inputs_embeds=embeds,
             attention_mask=attention_mask,
+            position_ids=positions,
             pixel_values=pixel_values,
             image_grid_thw=grid,
             output_hidden_states=True,
             use_cache=False,
         )
-        return BackboneOutput(out.last_hidden_state, attention_mask.bool(), out.hidden_states)
+        return split_context_and_queries(out.hidden_states, context_mask)
 
     def _input_ids(
         self, instructions: list[str], cameras: int, device: torch.device

@@ -13,7 +13,15 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from transformers import ByT5Tokenizer, Qwen2Config, Qwen2Model
 
-from policies.base import Backbone, BackboneOutput, OptimizerRules, decoder_per_head_rules, vit_per_head_rules
+from policies.base import (
+    Backbone,
+    BackboneOutput,
+    OptimizerRules,
+    decoder_per_head_rules,
+    split_context_and_queries,
+    vit_per_head_rules,
+    with_queries,
+)
 from vla_train.optim import ModalityRule
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -66,12 +74,15 @@ class TinyBackbone(Backbone):
         )
         self.language = Qwen2Model(config)
         self.hidden_size = language_width
+        self.num_layers = language_layers
         self._vision_head_dim = vision_width // vision_heads
         self._language_head_dim = config.hidden_size // config.num_attention_heads
         self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
-    def forward(self, images: torch.Tensor, instructions: list[str]) -> BackboneOutput:
+    def forward(
+        self, images: torch.Tensor, instructions: list[str], queries: torch.Tensor | None = None
+    ) -> BackboneOutput:
         batch, cameras = images.shape[:2]
         if tuple(images.shape[-2:]) != (self.image_size, self.image_size):
             raise ValueError(
@@ -92,8 +103,14 @@ class TinyBackbone(Backbone):
         mask = torch.cat(
             [torch.ones(visual.shape[:2], dtype=torch.long, device=images.device), text.attention_mask], dim=1
         )
-        out = self.language(inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True)
-        return BackboneOutput(out.last_hidden_state, mask.bool(), out.hidden_states)
+        all_embeds, all_mask, positions = with_queries(embeds, mask, queries)
+        out = self.language(
+            inputs_embeds=all_embeds,
+            attention_mask=all_mask,
+            position_ids=positions,
+            output_hidden_states=True,
+        )
+        return split_context_and_queries(out.hidden_states, mask)
 
     def optimizer_rules(self) -> OptimizerRules:
         return OptimizerRules(

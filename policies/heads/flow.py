@@ -1,50 +1,133 @@
-"""Flow-matching action head (eq. A2): a velocity field from Gaussian noise to the action chunk."""
+"""Flow-matching action head (eq. A2) as VLANeXt builds it: a DiT over the action chunk that reads
+every layer of the backbone.
+
+- Learnable "meta queries" are appended to the language model's input (a latent buffer the VLM
+  writes into); the head never sends actions through the VLM, so the VLM runs once per chunk and
+  only the head is re-run at each integration step (its per-layer keys/values are cached).
+- Block ``i`` of the head attends, in one softmax, to the chunk tokens and to the projected hidden
+  states of backbone layer ``i`` (context and queries, padding masked); adaLN-Zero modulation from
+  the flow time is the only other conditioning, and every modulation and the output layer start at
+  zero, so the head predicts zero velocity at initialization.
+
+Differences from VLANeXt's code (read, not copied), each for a reason: the robot state enters as a
+token of the head rather than as tokens before the VLM prompt (the backbone interface stays
+modality-neutral); padded context positions are masked (VLANeXt attends to them); the path follows
+the paper's eq. A2 (``a_t = t·a1 + (1−t)·a0``, ``t = 1`` is data), which is VLANeXt's with σ = 1 − t.
+"""
 
 from __future__ import annotations
 
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from policies.base import ActionHead, BackboneOutput, OptimizerRules
-from policies.heads.trunk import ConditionedTransformer, masked_mean
-from vla_train.optim import ModalityRule
+from policies.heads.common import masked_mean
+from vla_train.optim import ModalityRule, PerHeadRule
 
 TIME_SAMPLINGS = ("uniform", "beta")
+TIME_FEATURES = 256
 
 
-def sinusoidal_embedding(t: torch.Tensor, width: int, max_period: float = 100.0) -> torch.Tensor:
-    """``(B,)`` times in [0, 1] → ``(B, width)`` sin/cos features at geometric frequencies."""
-    half = width // 2
-    frequencies = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=t.dtype) / half)
-    angles = 2 * math.pi * t.unsqueeze(-1) * frequencies * max_period / 2
-    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+def timestep_features(
+    t: torch.Tensor, size: int = TIME_FEATURES, max_period: float = 10_000.0
+) -> torch.Tensor:
+    """``(B,)`` flow times in [0, 1] → ``(B, size)`` sinusoids of ``1000·t`` (DiT's timestep features)."""
+    half = size // 2
+    frequencies = torch.exp(
+        -math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half
+    )
+    angles = 1000.0 * t.float().unsqueeze(-1) * frequencies
+    return torch.cat([angles.cos(), angles.sin()], dim=-1)
+
+
+class FlowBlock(nn.Module):
+    """adaLN-Zero transformer block whose attention also reads one backbone layer."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float, context_dim: int) -> None:
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"flow head width {width} must be divisible by heads={heads}")
+        self.heads = heads
+        self.modulation = nn.Linear(width, 6 * width)
+        self.norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.context_proj = nn.Linear(context_dim, width)
+        self.q_proj = nn.Linear(width, width)
+        self.k_proj = nn.Linear(width, width)
+        self.v_proj = nn.Linear(width, width)
+        self.o_proj = nn.Linear(width, width)
+        hidden = int(mlp_ratio * width)
+        self.mlp = nn.Sequential(
+            nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, width)
+        )
+        nn.init.zeros_(self.modulation.weight)
+        nn.init.zeros_(self.modulation.bias)
+
+    def context_keys_values(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of one backbone layer: independent of the flow time, so computed once."""
+        projected = self.context_proj(context)
+        return self._split(self.k_proj(projected)), self._split(self.v_proj(projected))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        time: torch.Tensor,
+        context: tuple[torch.Tensor, torch.Tensor],
+        context_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(F.silu(time)).unsqueeze(1).chunk(6, -1)
+        normed = self.norm(x) * (1 + scale1) + shift1
+        context_keys, context_values = context
+        keys = torch.cat([self._split(self.k_proj(normed)), context_keys], dim=2)
+        values = torch.cat([self._split(self.v_proj(normed)), context_values], dim=2)
+        real = torch.cat([context_mask.new_ones(x.shape[:2]), context_mask], dim=1)
+        attended = F.scaled_dot_product_attention(
+            self._split(self.q_proj(normed)), keys, values, attn_mask=real[:, None, None, :]
+        )
+        x = x + gate1 * self.o_proj(attended.transpose(1, 2).flatten(2))
+        return x + gate2 * self.mlp(self.norm(x) * (1 + scale2) + shift2)
+
+    def _split(self, tokens: torch.Tensor) -> torch.Tensor:
+        batch, length, width = tokens.shape
+        return tokens.view(batch, length, self.heads, width // self.heads).transpose(1, 2)
 
 
 class FlowMatchingHead(ActionHead):
     """Linear path ``a_t = t·a1 + (1−t)·a0`` with ``a0 ~ N(0, I)``; the head regresses ``a1 − a0``.
 
     Args:
+        width, heads, mlp_ratio: the DiT's size (VLANeXt: 1024, 16, 4).
+        depth: blocks, reading the last ``depth`` hidden states of the backbone; ``None`` = one per
+            hidden state (embedding output + every layer: 29 on Qwen3-VL-2B, as in VLANeXt).
+        num_queries: meta queries appended to the language model's input (VLANeXt: 16).
         num_inference_steps: Euler steps from t = 0 (noise) to t = 1 (actions) at inference.
-        time_sampling: ``uniform`` (eq. A2) or ``beta`` (π0's Beta(1.5, 1) on 1 − t, which puts more
-            training weight near the noise end).
+        time_sampling: ``uniform`` (eq. A2, VLANeXt) or ``beta`` (π0's Beta(1.5, 1) on 1 − t, which
+            puts more training weight near the noise end).
     """
 
     def __init__(
         self,
         context_dim: int,
+        context_layers: int,
         action_dim: int,
         state_dim: int,
         chunk_size: int,
-        width: int = 128,
-        depth: int = 2,
-        heads: int = 4,
+        width: int = 1024,
+        heads: int = 16,
         mlp_ratio: float = 4.0,
+        depth: int | None = None,
+        num_queries: int = 16,
         num_inference_steps: int = 10,
         time_sampling: str = "uniform",
     ) -> None:
         super().__init__()
+        depth = context_layers + 1 if depth is None else depth
+        if not 1 <= depth <= context_layers + 1:
+            raise ValueError(
+                f"flow head depth must be in [1, {context_layers + 1}] (hidden states), got {depth}"
+            )
         if num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
         if time_sampling not in TIME_SAMPLINGS:
@@ -52,31 +135,68 @@ class FlowMatchingHead(ActionHead):
         self.chunk_size, self.action_dim = chunk_size, action_dim
         self.num_inference_steps = num_inference_steps
         self.time_sampling = time_sampling
-        self.width = width
-        self.trunk = ConditionedTransformer(context_dim, width, depth, heads, mlp_ratio)
+        self.head_dim = width // heads
+        self.meta_queries = (
+            nn.Parameter(torch.randn(num_queries, context_dim) * 0.02) if num_queries > 0 else None
+        )
         self.action_in_proj = nn.Linear(action_dim, width)
-        self.time_mlp = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
         self.state_proj = nn.Linear(state_dim, width)
-        self.chunk_position = nn.Parameter(torch.randn(chunk_size, width) * 0.02)
+        self.position = nn.Parameter(torch.randn(chunk_size + 1, width) * 0.02)
+        self.time_mlp = nn.Sequential(nn.Linear(TIME_FEATURES, width), nn.SiLU(), nn.Linear(width, width))
+        self.blocks = nn.ModuleList(FlowBlock(width, heads, mlp_ratio, context_dim) for _ in range(depth))
+        self.final_modulation = nn.Linear(width, 2 * width)
+        self.final_norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         self.output_proj = nn.Linear(width, action_dim)
+        for layer in (self.final_modulation, self.output_proj):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def backbone_queries(self, batch_size: int) -> torch.Tensor | None:
+        if self.meta_queries is None:
+            return None
+        return self.meta_queries.unsqueeze(0).expand(batch_size, -1, -1)
+
+    def encode_context(self, features: BackboneOutput) -> tuple[list[tuple[torch.Tensor, ...]], torch.Tensor]:
+        """Per-block keys/values of the backbone layers (context + queries) and their padding mask."""
+        if features.layer_tokens is None:
+            raise ValueError("the flow head needs the backbone's per-layer hidden states (layer_tokens)")
+        layers, mask = features.layer_tokens, features.mask
+        if features.query_layer_tokens is not None:
+            layers = tuple(
+                torch.cat(pair, dim=1) for pair in zip(layers, features.query_layer_tokens, strict=True)
+            )
+            mask = torch.cat([mask, mask.new_ones(features.query_layer_tokens[0].shape[:2])], dim=1)
+        if len(layers) < len(self.blocks):
+            raise ValueError(
+                f"the flow head has {len(self.blocks)} blocks but the backbone gave {len(layers)} layers"
+            )
+        chosen = layers[len(layers) - len(self.blocks) :]
+        return [block.context_keys_values(h) for block, h in zip(self.blocks, chosen, strict=True)], mask
 
     def velocity(
-        self, features: BackboneOutput, state: torch.Tensor, noisy_actions: torch.Tensor, t: torch.Tensor
+        self,
+        context: list[tuple[torch.Tensor, ...]],
+        context_mask: torch.Tensor,
+        state: torch.Tensor,
+        noisy_actions: torch.Tensor,
+        t: torch.Tensor,
     ) -> torch.Tensor:
         """``v(a_t, t | x, c)``: ``(B, chunk, A)``."""
-        time = self.time_mlp(sinusoidal_embedding(t, self.width)).unsqueeze(1)
-        tokens = self.action_in_proj(noisy_actions) + self.chunk_position + time
-        tokens = torch.cat([self.state_proj(state).unsqueeze(1), tokens], dim=1)
-        return self.output_proj(self.trunk(tokens, features.tokens, features.mask)[:, 1:])
+        time = self.time_mlp(timestep_features(t).to(noisy_actions.dtype))
+        tokens = torch.cat([self.state_proj(state).unsqueeze(1), self.action_in_proj(noisy_actions)], dim=1)
+        x = tokens + self.position
+        for block, layer in zip(self.blocks, context, strict=True):
+            x = block(x, time, layer, context_mask)
+        shift, scale = self.final_modulation(F.silu(time)).unsqueeze(1).chunk(2, -1)
+        return self.output_proj(self.final_norm(x) * (1 + scale) + shift)[:, 1:]
 
     def sample_time(
         self, batch: int, device: torch.device, generator: torch.Generator | None
     ) -> torch.Tensor:
-        if self.time_sampling == "uniform":
-            return torch.rand(batch, device=device, generator=generator)
-        # Beta(1.5, 1) on s = 1 − t through the inverse CDF s = u^(1/1.5): reproducible with a generator.
         u = torch.rand(batch, device=device, generator=generator)
-        return 1.0 - u.pow(1.0 / 1.5)
+        if self.time_sampling == "uniform":
+            return u
+        return 1.0 - u.pow(1.0 / 1.5)  # Beta(1.5, 1) on s = 1 − t by its inverse CDF: reproducible
 
     def loss(
         self,
@@ -89,7 +209,8 @@ class FlowMatchingHead(ActionHead):
         noise = torch.randn(actions.shape, device=actions.device, dtype=actions.dtype, generator=generator)
         t = self.sample_time(actions.size(0), actions.device, generator).to(actions.dtype)
         noisy = t.view(-1, 1, 1) * actions + (1 - t.view(-1, 1, 1)) * noise
-        predicted = self.velocity(features, state, noisy, t)
+        context, mask = self.encode_context(features)
+        predicted = self.velocity(context, mask, state, noisy, t)
         return masked_mean((predicted - (actions - noise)).pow(2), action_is_pad)
 
     @torch.no_grad()
@@ -98,17 +219,20 @@ class FlowMatchingHead(ActionHead):
     ) -> torch.Tensor:
         shape = (state.size(0), self.chunk_size, self.action_dim)
         actions = torch.randn(shape, device=state.device, dtype=state.dtype, generator=generator)
+        context, mask = self.encode_context(features)
         dt = 1.0 / self.num_inference_steps
         for step in range(self.num_inference_steps):
             t = torch.full((shape[0],), step * dt, device=state.device, dtype=state.dtype)
-            actions = actions + dt * self.velocity(features, state, actions, t)
+            actions = actions + dt * self.velocity(context, mask, state, actions, t)
         return actions
 
     def optimizer_rules(self) -> OptimizerRules:
-        own = OptimizerRules(
-            modality_rules=[
-                ModalityRule(r"^(action_in_proj|time_mlp|state_proj|chunk_position|output_proj)", "action")
+        """All action modality; queries, positions and the output layer stay on AdamW (Table A1)."""
+        return OptimizerRules(
+            modality_rules=[ModalityRule(r"^", "action")],
+            adamw_patterns=[r"^meta_queries$", r"^position$", r"^output_proj\."],
+            per_head_rules=[
+                PerHeadRule(r"^blocks\.\d+\.(q|k|v)_proj\.weight$", self.head_dim, 0),
+                PerHeadRule(r"^blocks\.\d+\.o_proj\.weight$", self.head_dim, 1),
             ],
-            adamw_patterns=[r"^chunk_position$", r"^output_proj\."],
         )
-        return self.trunk.optimizer_rules().prefixed("trunk") + own

@@ -1,4 +1,11 @@
-"""ℓ1-regression action head (eq. A1): learnable action queries read the features and regress the chunk."""
+"""ℓ1-regression action head (eq. A1) as VLA-Adapter builds it.
+
+Learnable action queries are appended to the language model's input, so every LM layer computes
+features for them; a bridge-attention policy (:mod:`policies.heads.bridge`) with one block per LM
+layer reads each layer's raw vision-language features and action-query features, plus a projected
+proprioception token, and regresses the whole action chunk with an ℓ1 loss. At full scale (Qwen2.5-
+0.5B: 24 layers of width 896) the policy has ~97 M parameters, VLA-Adapter's "Policy" size.
+"""
 
 from __future__ import annotations
 
@@ -6,41 +13,60 @@ import torch
 from torch import nn
 
 from policies.base import ActionHead, BackboneOutput, OptimizerRules
-from policies.heads.trunk import ConditionedTransformer, masked_mean
+from policies.heads.bridge import BridgeAttentionPolicy
+from policies.heads.common import masked_mean
 from vla_train.optim import ModalityRule
 
 
 class L1RegressionHead(ActionHead):
-    """One query token per chunk step plus a state token; ``‖f(x, c) − a‖₁`` loss.
+    """Action queries through the backbone + bridge attention + ``‖f(x, c) − a‖₁``.
 
-    ``context_dim``, ``action_dim``, ``state_dim`` and ``chunk_size`` come from the backbone and the
-    environment when the policy is built; the rest is the head's own config.
+    ``context_dim``, ``context_layers``, ``action_dim``, ``state_dim`` and ``chunk_size`` come from the
+    backbone and the environment when the policy is built; the rest is the head's own config.
+
+    Args:
+        num_queries: action queries run through the language model (VLA-Adapter: 64).
+        heads: attention heads of each bridge block (VLA-Adapter: 8, i.e. 112-wide heads at 896).
     """
 
     def __init__(
         self,
         context_dim: int,
+        context_layers: int,
         action_dim: int,
         state_dim: int,
         chunk_size: int,
-        width: int = 128,
-        depth: int = 2,
-        heads: int = 4,
-        mlp_ratio: float = 4.0,
+        num_queries: int = 64,
+        heads: int = 8,
     ) -> None:
         super().__init__()
-        self.trunk = ConditionedTransformer(context_dim, width, depth, heads, mlp_ratio)
-        self.action_queries = nn.Parameter(torch.randn(chunk_size, width) * 0.02)
-        self.state_proj = nn.Linear(state_dim, width)
-        self.output_proj = nn.Linear(width, action_dim)
+        if num_queries < 1:
+            raise ValueError(f"num_queries must be >= 1, got {num_queries}")
+        self.action_queries = nn.Parameter(torch.randn(num_queries, context_dim) * 0.02)
+        self.chunk_embedding = nn.Parameter(torch.randn(chunk_size, context_dim) * 0.02)
+        self.proprio_proj = nn.Sequential(
+            nn.Linear(state_dim, context_dim), nn.GELU(), nn.Linear(context_dim, context_dim)
+        )
+        self.policy = BridgeAttentionPolicy(context_dim, context_layers, heads)
+        self.output_proj = nn.Linear(context_dim, action_dim)
+
+    def backbone_queries(self, batch_size: int) -> torch.Tensor:
+        return self.action_queries.unsqueeze(0).expand(batch_size, -1, -1)
 
     def predict(
         self, features: BackboneOutput, state: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        queries = self.action_queries.unsqueeze(0).expand(state.size(0), -1, -1)
-        tokens = torch.cat([self.state_proj(state).unsqueeze(1), queries], dim=1)
-        hidden = self.trunk(tokens, features.tokens, features.mask)
-        return self.output_proj(hidden[:, 1:])
+        if features.layer_tokens is None or features.query_layer_tokens is None:
+            raise ValueError(
+                "the l1 (VLA-Adapter) head needs per-layer features of its action queries: call the backbone "
+                "with queries=head.backbone_queries(batch) (VLAPolicy does)"
+            )
+        proprio = self.proprio_proj(state).unsqueeze(1)
+        chunk = self.chunk_embedding.unsqueeze(0).expand(state.size(0), -1, -1)
+        hidden = self.policy(
+            chunk, features.layer_tokens, features.mask, features.query_layer_tokens, proprio
+        )
+        return self.output_proj(hidden)
 
     def loss(
         self,
@@ -54,8 +80,11 @@ class L1RegressionHead(ActionHead):
         return masked_mean((prediction - actions).abs(), action_is_pad)
 
     def optimizer_rules(self) -> OptimizerRules:
+        """All action modality; queries, chunk embeddings and the output layer stay on AdamW (Table A1)."""
         own = OptimizerRules(
-            modality_rules=[ModalityRule(r"^(action_queries|state_proj|output_proj)", "action")],
-            adamw_patterns=[r"^action_queries$", r"^output_proj\."],
+            modality_rules=[
+                ModalityRule(r"^(action_queries|chunk_embedding|proprio_proj|output_proj)", "action")
+            ],
+            adamw_patterns=[r"^action_queries$", r"^chunk_embedding$", r"^output_proj\."],
         )
-        return self.trunk.optimizer_rules().prefixed("trunk") + own
+        return self.policy.optimizer_rules().prefixed("policy") + own

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -10,8 +12,11 @@ from policies.heads.flow import FlowMatchingHead
 from policies.heads.l1 import L1RegressionHead
 from policies.vla_policy import Normalizer, VLAPolicy
 
+TINY_L1 = functools.partial(L1RegressionHead, num_queries=4, heads=4)
+TINY_FLOW = functools.partial(FlowMatchingHead, width=32, heads=4, num_queries=2)
 
-def make_policy(head=L1RegressionHead, n_action_steps: int = 3) -> VLAPolicy:
+
+def make_policy(head=TINY_L1, n_action_steps: int = 3) -> VLAPolicy:
     return VLAPolicy(
         TinyBackbone(image_size=32, patch_size=8),
         head,
@@ -60,7 +65,7 @@ def test_select_action_replans_every_n_action_steps() -> None:
     assert len(calls) == 4
 
 
-@pytest.mark.parametrize("head", [L1RegressionHead, FlowMatchingHead])
+@pytest.mark.parametrize("head", [TINY_L1, TINY_FLOW])
 def test_every_parameter_has_a_modality_and_the_head_is_action(head) -> None:
     policy = make_policy(head)
     by_name = policy.optimizer_rules().assign(
@@ -72,11 +77,12 @@ def test_every_parameter_has_a_modality_and_the_head_is_action(head) -> None:
     assert by_name["backbone.language.embed_tokens.weight"].algorithm == "adamw"
     assert by_name["backbone.vision.pos_embed"].algorithm == "adamw"
     assert by_name["backbone.language.layers.0.self_attn.k_proj.weight"].head_layout.head_dim == 16
-    assert by_name["head.trunk.layers.layers.0.self_attn.in_proj_weight"].head_layout.axis == 0
+    query = "head.blocks.0.q_proj.weight" if head is TINY_FLOW else "head.policy.blocks.0.q_proj.weight"
+    assert by_name[query].head_layout.head_dim == (8 if head is TINY_FLOW else 16)
 
 
 def test_flow_head_sampling_is_reproducible_with_a_generator() -> None:
-    policy = make_policy(FlowMatchingHead).eval()
+    policy = make_policy(TINY_FLOW).eval()
     inputs = observation()
     first = policy.predict_action_chunk(inputs, torch.Generator().manual_seed(3))
     second = policy.predict_action_chunk(inputs, torch.Generator().manual_seed(3))

@@ -11,12 +11,16 @@ def test_qwen3_vl_2b_counts_match_the_published_size() -> None:
     backbone = sum(n for (modality, _), n in totals.items() if modality != "action")
     assert backbone == pytest.approx(2.1275e9, rel=1e-3)  # Qwen3-VL-2B-Instruct: 2.13 B parameters
     assert totals[("language", "adamw")] > 3e8  # the 151,936 × 2,048 embedding stays on AdamW
+    action = totals[("action", "adamw")] + totals[("action", "pion")]
+    assert action == pytest.approx(612e6, rel=0.01)  # VLANeXt's 29-block, 1024-wide DiT head
 
 
 def test_prismatic_qwen25_language_model_is_the_half_billion_of_vla_adapter() -> None:
     totals = count("prismatic_qwen25", "l1")
     language = totals[("language", "adamw")] + totals[("language", "muon")]
     assert language == pytest.approx(494e6, rel=0.01)  # Qwen2.5-0.5B: 0.49 B
+    action = totals[("action", "adamw")] + totals[("action", "pion")]
+    assert action == pytest.approx(97e6, rel=0.02)  # VLA-Adapter's ~97 M bridge-attention policy
     vision = totals[("vision", "adamw")] + totals[("vision", "muon")]
     assert (
         6.5e8 < vision < 7.5e8
