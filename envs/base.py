@@ -7,13 +7,16 @@ evaluator (on live observations), so the two can never drift apart.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
+
+from vla_train.rollout import EpisodeSpec
 
 
 @dataclass
@@ -42,15 +45,31 @@ class EnvAdapter:
         raise NotImplementedError
 
     # --- rollouts ---------------------------------------------------------------------------------
-    def make_env(self) -> Any:
-        """A rollout environment (simulator imported lazily) with ``reset(seed) -> observation``,
-        ``step(action) -> (observation, success, done)``, ``render() -> HxWx3 uint8`` and ``close()``."""
+    def evaluation_episodes(self) -> list[EpisodeSpec]:
+        """The evaluation protocol: every episode to run, with its seed, initial state and step limit."""
         raise NotImplementedError
 
+    def make_env(self, task: str) -> Any:
+        """A rollout environment for ``task`` (simulator imported lazily), as the env workers use it:
+        see :mod:`vla_train.rollout.worker` for the methods it provides."""
+        raise NotImplementedError
+
+    def env_factory(self) -> Callable[[str], Any]:
+        """Picklable ``task -> rollout env`` for the spawned env workers."""
+        return functools.partial(make_rollout_env, self.cfg)
+
     def observation_to_policy(self, observation: Mapping[str, np.ndarray]) -> dict[str, Any]:
-        """Live observation → one unbatched policy input (the same layout as training samples)."""
+        """Live observation → one unbatched policy input (the layout of training samples, as NumPy)."""
         raise NotImplementedError
 
     def action_to_env(self, action: np.ndarray) -> np.ndarray:
         """One policy action ``(A,)`` → the simulator's action."""
         return action
+
+
+def make_rollout_env(env_cfg: DictConfig, task: str) -> Any:
+    """Build ``env_cfg``'s adapter and its rollout env for ``task``: the picklable env factory that
+    spawned env workers call (``functools.partial(make_rollout_env, env_cfg)``)."""
+    from hydra.utils import get_class
+
+    return get_class(env_cfg.adapter)(env_cfg).make_env(task)

@@ -49,3 +49,16 @@ def lift_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     build_env_adapter(cfg.env).generate_demonstrations(root, num_demos=3)
     return root
+
+
+@pytest.fixture(scope="session")
+def libero_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two libero_object tasks × 2 random-walk episodes × 12 frames at 64 px, recorded once per session."""
+    from libero_data import libero_assets, record_libero_dataset
+
+    from envs.libero.env import LiberoSettings
+
+    settings = LiberoSettings(camera_size=64, hard_reset=False, assets_dir=str(libero_assets()))
+    root = tmp_path_factory.mktemp("data") / "libero"
+    record_libero_dataset(root, settings, "libero_object", tasks=[0, 1], episodes=2, steps=12)
+    return root

@@ -23,7 +23,8 @@ FULL_SIZE_BACKBONES = {"qwen3_vl": "qwen3_vl_tiny", "prismatic_qwen25": "prismat
 
 
 def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (Path(configs_dir()) / group).glob("*.yaml"))
+    """The options a user can choose (``_name.yaml`` files are shared parts, not options)."""
+    return sorted(p.stem for p in (Path(configs_dir()) / group).glob("*.yaml") if not p.stem.startswith("_"))
 
 
 def tiny_policy(cfg) -> VLAPolicy:

@@ -147,10 +147,14 @@ class DatasetConfig:
 
 @dataclass
 class EvalConfig:
+    """The rollout protocol; environments with fixed task suites (LIBERO) add their own fields."""
+
     episodes: int = 10
     max_steps: int = 200
     videos: int = 2
     seed: int = 1000
+    num_workers: int = 1  # env worker processes; the policy runs once per step on all of them
+    tasks: list[int] | None = None  # benchmarks with task suites: a subset of task indices
 
 
 @dataclass

@@ -34,6 +34,7 @@ from vla_train.data.lerobot_io import (
     load_lerobot_dataset,
     vector_feature,
 )
+from vla_train.rollout import EpisodeSpec
 
 STATE_KEY = "observation.state"
 ACTION_KEY = "action"
@@ -91,8 +92,8 @@ class RobosuiteLiftAdapter(EnvAdapter):
         """A live robosuite observation → the same layout as :meth:`sample_to_policy` (minus actions)."""
         images = np.stack([observation[f"{camera}_image"] for camera in self.cfg.cameras])  # (N, H, W, 3)
         return {
-            "images": torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0),
-            "state": torch.from_numpy(robot_state(observation)),
+            "images": images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0,
+            "state": robot_state(observation),
             "instruction": self.cfg.instruction,
         }
 
@@ -130,7 +131,21 @@ class RobosuiteLiftAdapter(EnvAdapter):
             env.sim._render_context_offscreen.scn.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
         return env
 
-    def make_env(self) -> LiftRollout:
+    def evaluation_episodes(self) -> list[EpisodeSpec]:
+        """``eval.episodes`` scenes from seeds ``eval.seed``, ``eval.seed + 1``, … (unseen in training)."""
+        evaluation = self.cfg.eval
+        return [
+            EpisodeSpec(
+                task=self.cfg.name,
+                trial=episode,
+                seed=evaluation.seed + episode,
+                max_steps=evaluation.max_steps,
+                video=episode < evaluation.videos,
+            )
+            for episode in range(evaluation.episodes)
+        ]
+
+    def make_env(self, task: str) -> LiftRollout:
         return LiftRollout(self)
 
     def generate_demonstrations(self, root: Path, num_demos: int, seed: int = 0) -> None:
@@ -197,21 +212,28 @@ class RobosuiteLiftAdapter(EnvAdapter):
 
 
 class LiftRollout:
-    """One simulator reused across episodes: ``reset(seed)``, ``step(action)``, ``render()``."""
+    """One simulator reused across episodes, as the env workers drive it."""
 
     def __init__(self, adapter: RobosuiteLiftAdapter) -> None:
         self.adapter = adapter
+        self.fps = adapter.cfg.fps
         self.env = adapter.make_simulator()
         self.observation: Mapping[str, np.ndarray] | None = None
 
-    def reset(self, seed: int) -> Mapping[str, np.ndarray]:
-        np.random.seed(seed)
+    def reset(self, spec: EpisodeSpec) -> Mapping[str, np.ndarray]:
+        np.random.seed(spec.seed)  # robosuite samples the scene from NumPy's global RNG
         self.observation = self.env.reset()
         return self.observation
 
     def step(self, action: np.ndarray) -> tuple[Mapping[str, np.ndarray], bool, bool]:
         self.observation, _, done, _ = self.env.step(action)
         return self.observation, bool(self.env._check_success()), bool(done)
+
+    def policy_input(self, observation: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        return self.adapter.observation_to_policy(observation)
+
+    def env_action(self, action: np.ndarray) -> np.ndarray:
+        return self.adapter.action_to_env(action)
 
     def render(self) -> np.ndarray:
         """The cameras side by side, upscaled for viewing."""

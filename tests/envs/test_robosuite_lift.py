@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -42,15 +43,17 @@ def test_dataset_samples_and_live_observations_match(lift_dataset: Path, tmp_pat
     sample = data.dataset[0]
     assert sample["images"].shape == (2, 3, 64, 64) and sample["actions"].shape == (cfg.env.chunk_size, 7)
     assert sample["instruction"] == "lift the red cube"
-    rollout = adapter.make_env()
+    first_demo = adapter.evaluation_episodes()[0]
+    first_demo = dataclasses.replace(first_demo, seed=0)  # seed 0 is the first demonstration
+    rollout = adapter.make_env(first_demo.task)
     try:
-        live = adapter.observation_to_policy(rollout.reset(seed=0))  # seed 0 is the first demonstration
+        live = rollout.policy_input(rollout.reset(first_demo))
         frame = rollout.render()
     finally:
         rollout.close()
     assert live["images"].shape == sample["images"].shape and live["state"].shape == sample["state"].shape
-    assert live["images"].dtype == sample["images"].dtype == torch.float32
+    assert live["images"].dtype == np.float32 and sample["images"].dtype == torch.float32
     # the first recorded frame is the same scene: same state, near-identical images
-    torch.testing.assert_close(live["state"], sample["state"], atol=1e-4, rtol=0)
-    assert (live["images"] - sample["images"]).abs().mean() < 0.02
+    torch.testing.assert_close(torch.from_numpy(live["state"]), sample["state"], atol=1e-4, rtol=0)
+    assert np.abs(live["images"] - sample["images"].numpy()).mean() < 0.02
     assert frame.shape == (64 * 4, 2 * 64 * 4, 3)

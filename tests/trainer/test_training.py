@@ -174,8 +174,8 @@ def test_evaluation_reports_success_rate_and_writes_videos(lift_dataset: Path, t
     )
     assert 0.0 <= metrics["eval/success_rate"] <= 1.0 and metrics["eval/episodes"] == 2
     eval_dir = tmp_path / "eval" / "step_2"
-    assert (eval_dir / "episode_000.mp4").stat().st_size > 0
-    assert not (eval_dir / "episode_001.mp4").exists()
+    (video,) = (eval_dir / "videos").iterdir()  # eval.videos=1: the first episode only
+    assert video.name.startswith("robosuite_lift_trial000_") and video.stat().st_size > 0
     assert len((eval_dir / "episodes.jsonl").read_text().splitlines()) == 2
 
 

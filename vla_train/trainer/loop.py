@@ -315,16 +315,8 @@ class TrainingLoop:
 
         if not self.accelerator.is_main_process:
             return {}
-        self.policy.eval()
-        eval_cfg = self.cfg.env.eval
         return evaluate_policy(
-            self.unwrapped_policy,
-            self.adapter,
-            episodes=eval_cfg.episodes,
-            max_steps=eval_cfg.max_steps,
-            seed=eval_cfg.seed,
-            videos=eval_cfg.videos,
-            output_dir=self.run_dir / "eval" / f"step_{self.state.step}",
+            self.unwrapped_policy, self.adapter, self.run_dir / "eval" / f"step_{self.state.step}"
         )
 
     def _save(self) -> None:

@@ -1,0 +1,128 @@
+"""``env=libero_*``: LIBERO's LeRobot training data and its standard evaluation protocol.
+
+Training data: a LeRobot dataset in the layout of ``HuggingFaceVLA/libero`` (all four suites, 40
+tasks: ``observation.images.image`` agent view, ``observation.images.image2`` wrist, 8-D
+``observation.state``, 7-D ``action``, 10 fps), restricted to the episodes of the configured suite.
+Normalization statistics are the dataset's (all suites), as VLANeXt's "mixed" statistics.
+
+Evaluation: ``eval.episodes`` trials per task from the task's fixed initial states 0, 1, …, each with
+``eval.seed``; ``eval.max_steps`` per suite; see :mod:`envs.libero.env` for the episode protocol.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from envs.base import EnvAdapter, TrainingData
+from envs.libero.env import LiberoRolloutEnv, LiberoSettings, make_libero_env, suite_tasks, task_key
+from vla_train.data.cache import InMemoryDataset
+from vla_train.data.lerobot_io import TransformedDataset, dataset_statistics, load_lerobot_dataset
+from vla_train.rollout import EpisodeSpec
+
+STATE_KEY = "observation.state"
+ACTION_KEY = "action"
+
+
+class LiberoAdapter(EnvAdapter):
+    @functools.cached_property
+    def settings(self) -> LiberoSettings:
+        sim = self.cfg.simulator
+        return LiberoSettings(
+            camera_size=sim.camera_size,
+            num_steps_wait=sim.num_steps_wait,
+            hard_reset=sim.hard_reset,
+            assets_dir=sim.assets_dir,
+            config_dir=sim.get("config_dir"),
+            fps=sim.control_fps,
+        )
+
+    @functools.cached_property
+    def tasks(self) -> list[tuple[int, str, int]]:
+        """``(index, instruction, initial states)`` of the suite's tasks (all, or ``eval.tasks``)."""
+        tasks = suite_tasks(self.cfg.simulator.suite, self.settings)
+        chosen = self.cfg.eval.get("tasks")
+        if chosen is None:
+            return tasks
+        unknown = sorted(set(chosen) - {index for index, _, _ in tasks})
+        if unknown:
+            raise ValueError(f"env.eval.tasks: {self.cfg.simulator.suite} has no task {unknown}")
+        return [task for task in tasks if task[0] in set(chosen)]
+
+    # ------------------------------------------------------------------------------------------ data
+    def training_data(self) -> TrainingData:
+        dataset_cfg = self.cfg.dataset
+        episodes = dataset_cfg.episodes
+        if episodes is None:
+            episodes = self.suite_episodes()
+        frames = load_lerobot_dataset(
+            dataset_cfg.repo_id, dataset_cfg.root, ACTION_KEY, self.cfg.chunk_size, episodes
+        )
+        stats = dataset_statistics(frames, [STATE_KEY, ACTION_KEY])
+        dataset: torch.utils.data.Dataset = TransformedDataset(frames, self.sample_to_policy)
+        if dataset_cfg.cache_in_memory:
+            dataset = InMemoryDataset(dataset, description=f"caching {dataset_cfg.repo_id}")
+        return TrainingData(dataset, stats, STATE_KEY, ACTION_KEY)
+
+    def suite_episodes(self) -> list[int]:
+        """Episodes of the dataset whose task is one of this suite's instructions."""
+        from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
+
+        dataset_cfg = self.cfg.dataset
+        instructions = {
+            instruction for _, instruction, _ in suite_tasks(self.cfg.simulator.suite, self.settings)
+        }
+        meta = LeRobotDatasetMetadata(dataset_cfg.repo_id, root=dataset_cfg.root)
+        episodes = [
+            int(row["episode_index"]) for row in meta.episodes if instructions.intersection(row["tasks"])
+        ]
+        if not episodes:
+            raise ValueError(
+                f"dataset {dataset_cfg.repo_id} has no episode of a {self.cfg.simulator.suite} task; "
+                "set env.dataset.episodes or use a dataset of this suite"
+            )
+        return episodes
+
+    def sample_to_policy(self, sample: Mapping[str, Any]) -> dict[str, Any]:
+        """A LeRobot frame (images CHW in [0, 1], upright; action chunk) → a policy training sample."""
+        return {
+            "images": torch.stack([sample[f"observation.images.{camera}"] for camera in self.cfg.cameras]),
+            "state": sample[STATE_KEY],
+            "actions": sample[ACTION_KEY],
+            "action_is_pad": sample[f"{ACTION_KEY}_is_pad"],
+            "instruction": sample["task"],
+        }
+
+    # -------------------------------------------------------------------------------------- rollouts
+    def evaluation_episodes(self) -> list[EpisodeSpec]:
+        evaluation, suite = self.cfg.eval, self.cfg.simulator.suite
+        specs = []
+        for index, _, init_states in self.tasks:
+            if evaluation.episodes > init_states:
+                raise ValueError(
+                    f"env.eval.episodes={evaluation.episodes}: {suite} task {index} has only "
+                    f"{init_states} initial states"
+                )
+            specs += [
+                EpisodeSpec(
+                    task=task_key(suite, index),
+                    trial=trial,
+                    seed=evaluation.seed,
+                    max_steps=evaluation.max_steps,
+                    init_state=trial,
+                    group=suite,
+                    video=trial < evaluation.videos,
+                )
+                for trial in range(evaluation.episodes)
+            ]
+        return specs
+
+    def make_env(self, task: str) -> LiberoRolloutEnv:
+        return make_libero_env(self.settings, task)
+
+    def env_factory(self) -> functools.partial:
+        """Picklable and free of config objects: LIBERO-Plus env clients rebuild it from settings."""
+        return functools.partial(make_libero_env, self.settings)

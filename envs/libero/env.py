@@ -1,0 +1,168 @@
+"""One LIBERO task as a rollout environment, following the protocol the field reports numbers with.
+
+Protocol (OpenVLA-OFT, openpi): ``env.seed(seed)``, reset, the task's fixed initial state number
+``init_state``, ``num_steps_wait`` no-op steps (gripper open) while objects settle, then at most the
+suite's ``max_steps`` policy steps; success is the env's ``done``. Camera images are rendered at
+``camera_size`` and rotated 180° — the orientation the LeRobot LIBERO datasets store them in.
+
+Policy layout (shared with the LeRobot LIBERO datasets, so training and rollout match):
+- images: agent view and wrist, upright, ``(2, 3, S, S)`` float32 in [0, 1];
+- state (8): end-effector position (3), axis-angle orientation (3), gripper finger positions (2);
+- action (7): delta end-effector position and rotation, gripper (−1 open, +1 close).
+
+NumPy only, so that LIBERO-Plus env clients can import it from their own Python environment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from envs.libero.runtime import import_libero
+from vla_train.rollout.episodes import EpisodeSpec
+
+NOOP_ACTION = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0])
+CAMERAS = ("agentview", "robot0_eye_in_hand")
+
+
+@dataclass(frozen=True)
+class LiberoSettings:
+    """What a worker needs to build LIBERO envs (picklable, no config objects)."""
+
+    camera_size: int = 256
+    num_steps_wait: int = 10
+    hard_reset: bool = True  # LIBERO's default; False resets ~15× faster, pixels differ slightly
+    assets_dir: str | None = None
+    config_dir: str | None = None
+    fps: int = 20
+
+
+def task_key(suite: str, index: int) -> str:
+    return f"{suite}/{index}"
+
+
+def parse_task_key(key: str) -> tuple[str, int]:
+    suite, _, index = key.rpartition("/")
+    if not suite or not index.isdigit():
+        raise ValueError(f"a LIBERO task key is '<suite>/<task index>', got {key!r}")
+    return suite, int(index)
+
+
+def load_suite(libero: Any, suite: str) -> Any:
+    """A LIBERO benchmark suite (quietly: constructing one prints its task order)."""
+    from libero.libero import benchmark
+
+    suites = benchmark.get_benchmark_dict()
+    if suite not in suites or suite == "libero_100":  # libero_100 is registered but has no task map
+        known = sorted(name for name in suites if name != "libero_100")
+        raise ValueError(f"unknown LIBERO suite {suite!r}; known: {known}")
+    with contextlib.redirect_stdout(io.StringIO()):
+        return suites[suite]()
+
+
+def suite_tasks(suite: str, settings: LiberoSettings) -> list[tuple[int, str, int]]:
+    """``(task index, instruction, number of initial states)`` for every task of ``suite``."""
+    benchmark = load_suite(import_libero(settings.assets_dir, settings.config_dir), suite)
+    return [
+        (index, benchmark.get_task(index).language, len(benchmark.get_task_init_states(index)))
+        for index in range(benchmark.n_tasks)
+    ]
+
+
+def axis_angle(quaternion_xyzw: np.ndarray) -> np.ndarray:
+    """Axis-angle vector of a unit quaternion, by the formula LIBERO datasets were recorded with
+    (angle ``2·acos(w)`` in [0, 2π), zero vector when the rotation is the identity)."""
+    w = float(np.clip(quaternion_xyzw[3], -1.0, 1.0))
+    sine = np.sqrt(1.0 - w * w)
+    if np.isclose(sine, 0.0):
+        return np.zeros(3)
+    return quaternion_xyzw[:3] * 2.0 * np.arccos(w) / sine
+
+
+def libero_state(observation: Mapping[str, np.ndarray]) -> np.ndarray:
+    return np.concatenate(
+        [
+            observation["robot0_eef_pos"],
+            axis_angle(np.asarray(observation["robot0_eef_quat"], dtype=np.float64)),
+            observation["robot0_gripper_qpos"],
+        ]
+    ).astype(np.float32)
+
+
+def upright(image: np.ndarray) -> np.ndarray:
+    """LIBERO renders upside down (OpenGL convention): rotate by 180°."""
+    return np.ascontiguousarray(image[::-1, ::-1])
+
+
+class LiberoRolloutEnv:
+    """``OffScreenRenderEnv`` of one task, reset to the protocol's start for each episode."""
+
+    def __init__(self, task: str, settings: LiberoSettings) -> None:
+        self.settings = settings
+        self.fps = settings.fps
+        suite, index = parse_task_key(task)
+        libero = import_libero(settings.assets_dir, settings.config_dir)
+        from libero.libero.envs import OffScreenRenderEnv
+
+        benchmark = load_suite(libero, suite)
+        if not 0 <= index < benchmark.n_tasks:
+            raise ValueError(f"{suite} has tasks 0..{benchmark.n_tasks - 1}, got {index}")
+        task_info = benchmark.get_task(index)
+        self.instruction = task_info.language
+        self.init_states = benchmark.get_task_init_states(index)
+        bddl = os.path.join(
+            libero.get_libero_path("bddl_files"), task_info.problem_folder, task_info.bddl_file
+        )
+        self.env = OffScreenRenderEnv(
+            bddl_file_name=bddl,
+            camera_heights=settings.camera_size,
+            camera_widths=settings.camera_size,
+            hard_reset=settings.hard_reset,
+        )
+        self.observation: Mapping[str, np.ndarray] | None = None
+
+    def reset(self, spec: EpisodeSpec) -> Mapping[str, np.ndarray]:
+        state_index = spec.init_state if spec.init_state is not None else spec.trial
+        if not 0 <= state_index < len(self.init_states):
+            raise ValueError(
+                f"{spec.task} has {len(self.init_states)} initial states, got index {state_index}"
+            )
+        self.env.seed(spec.seed)
+        self.env.reset()
+        observation = self.env.set_init_state(self.init_states[state_index])
+        for _ in range(self.settings.num_steps_wait):
+            observation, _, _, _ = self.env.step(NOOP_ACTION)
+        self.observation = observation
+        return observation
+
+    def step(self, action: np.ndarray) -> tuple[Mapping[str, np.ndarray], bool, bool]:
+        self.observation, _, done, _ = self.env.step(action)
+        return self.observation, bool(done), False
+
+    def policy_input(self, observation: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        images = np.stack([upright(observation[f"{camera}_image"]) for camera in CAMERAS])
+        return {
+            "images": images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0,
+            "state": libero_state(observation),
+            "instruction": self.instruction,
+        }
+
+    def env_action(self, action: np.ndarray) -> np.ndarray:
+        return np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+
+    def render(self) -> np.ndarray:
+        return np.concatenate([upright(self.observation[f"{camera}_image"]) for camera in CAMERAS], axis=1)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def make_libero_env(settings: LiberoSettings, task: str) -> LiberoRolloutEnv:
+    """Picklable env factory for the workers: ``functools.partial(make_libero_env, settings)``."""
+    return LiberoRolloutEnv(task, settings)

@@ -1,0 +1,97 @@
+"""Import LIBERO headless, without its interactive question and without hub downloads.
+
+LIBERO (the ``hf-libero`` package, and LIBERO-Plus, which installs itself under the same name)
+reads ``$LIBERO_CONFIG_PATH/config.yaml`` at import and *asks on stdin* when it is missing; hf-libero
+then downloads its scene assets from the hub on first use. So before the import we write that file
+into a project-controlled directory and afterwards point LIBERO at a local assets folder
+(``env.simulator.assets_dir`` or ``$LIBERO_ASSETS``), failing with a message that names both when
+neither holds the assets.
+
+Only NumPy-level dependencies: env workers of a LIBERO-Plus environment import this module too.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import tempfile
+from pathlib import Path
+from types import ModuleType
+
+ASSETS_VARIABLE = "LIBERO_ASSETS"
+CONFIG_VARIABLE = "LIBERO_CONFIG_PATH"
+#: folders every LIBERO assets directory has (hf-libero's own completeness check uses the same)
+ASSET_FOLDERS = ("articulated_objects", "scenes", "stable_scanned_objects", "textures", "turbosquid_objects")
+
+
+class LiberoSetupError(RuntimeError):
+    """LIBERO cannot run here: not installed, or its assets are missing."""
+
+
+def resolve_assets(assets_dir: str | None) -> Path:
+    """The assets folder from config, else ``$LIBERO_ASSETS``; an error naming both otherwise."""
+    candidate = assets_dir or os.environ.get(ASSETS_VARIABLE)
+    if not candidate:
+        raise LiberoSetupError(
+            "LIBERO needs its scene assets: set env.simulator.assets_dir=<dir> or the environment variable "
+            f"{ASSETS_VARIABLE}=<dir> (a copy of LIBERO's libero/libero/assets, e.g. from the hub dataset "
+            "lerobot/libero-assets)"
+        )
+    path = Path(candidate).expanduser().resolve()
+    missing = [folder for folder in ASSET_FOLDERS if not (path / folder).is_dir()]
+    if missing:
+        raise LiberoSetupError(
+            f"LIBERO assets directory {path} (from env.simulator.assets_dir or ${ASSETS_VARIABLE}) lacks "
+            f"{', '.join(missing)}"
+        )
+    return path
+
+
+def write_libero_config(config_dir: Path, assets: Path) -> Path:
+    """LIBERO's ``config.yaml`` for the installed package; sets ``$LIBERO_CONFIG_PATH`` to its folder."""
+    spec = importlib.util.find_spec("libero")  # locates the package without running its import-time prompt
+    if spec is None or not spec.submodule_search_locations:
+        raise LiberoSetupError(
+            "LIBERO is not installed in this Python environment: `make install` installs hf-libero; "
+            "LIBERO-Plus installs itself as `libero` in its own environment (see the README)"
+        )
+    package = Path(next(iter(spec.submodule_search_locations))) / "libero"
+    config_dir.mkdir(parents=True, exist_ok=True)
+    config = {
+        "benchmark_root": package,
+        "bddl_files": package / "bddl_files",
+        "init_states": package / "init_files",
+        "datasets": config_dir / "datasets",
+        "assets": assets,
+    }
+    path = config_dir / "config.yaml"
+    path.write_text("".join(f"{key}: {value}\n" for key, value in config.items()))
+    os.environ[CONFIG_VARIABLE] = str(config_dir)
+    return path
+
+
+def import_libero(assets_dir: str | None = None, config_dir: str | Path | None = None) -> ModuleType:
+    """``libero.libero``, configured: headless rendering, silent import, local assets.
+
+    Args:
+        assets_dir: LIBERO's assets folder (else ``$LIBERO_ASSETS``).
+        config_dir: where to write LIBERO's config (else ``$LIBERO_CONFIG_PATH``, else a temp dir).
+    """
+    assets = resolve_assets(assets_dir)
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    if os.environ["MUJOCO_GL"] in ("egl", "osmesa"):
+        os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+    os.environ.setdefault("MESA_SHADER_CACHE_DISABLE", "true")
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(tempfile.gettempdir()) / "vla-train-numba"))
+    default = Path(tempfile.gettempdir()) / "vla-train-libero"
+    write_libero_config(Path(config_dir or os.environ.get(CONFIG_VARIABLE) or default), assets)
+    logging.getLogger("robosuite_logs").setLevel(logging.ERROR)
+    try:
+        import libero.libero as libero
+        import robosuite.macros as macros
+    except ImportError as error:
+        raise LiberoSetupError(f"importing LIBERO failed: {error}") from error
+    macros.IMAGE_CONVENTION = "opengl"  # the protocol's 180° rotation is applied explicitly
+    libero._assets_path_cache = str(assets)  # hf-libero: use these assets, never download
+    return libero

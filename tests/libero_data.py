@@ -1,0 +1,60 @@
+"""LIBERO test data: the shared assets fixture, and small datasets in the layout of HuggingFaceVLA/libero."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vla_train.rollout import EpisodeSpec
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def libero_assets() -> Path:
+    """``$LIBERO_ASSETS``, else the copy beside the repository (``../shared/libero-assets``)."""
+    candidate = Path(os.environ.get("LIBERO_ASSETS") or REPO_ROOT.parent / "shared" / "libero-assets")
+    if not (candidate / "scenes").is_dir():
+        pytest.skip(f"LIBERO assets not found at {candidate} (set LIBERO_ASSETS to run the LIBERO tests)")
+    return candidate
+
+
+def record_libero_dataset(
+    root: Path, settings, suite: str, tasks: list[int], episodes: int, steps: int
+) -> None:
+    """Random-walk episodes of real LIBERO tasks, recorded as the LeRobot LIBERO datasets store them."""
+    from envs.libero.env import LiberoRolloutEnv, task_key, upright
+    from vla_train.data.lerobot_io import DatasetRecorder, image_feature, vector_feature
+
+    size = settings.camera_size
+    features = {
+        "observation.images.image": image_feature(size, size),
+        "observation.images.image2": image_feature(size, size),
+        "observation.state": vector_feature([f"s{i}" for i in range(8)]),
+        "action": vector_feature([f"a{i}" for i in range(7)]),
+    }
+    rng = np.random.default_rng(0)
+    with DatasetRecorder(root, "local/libero", 10, features, robot_type="panda") as recorder:
+        for task in tasks:
+            env = LiberoRolloutEnv(task_key(suite, task), settings)
+            try:
+                for episode in range(episodes):
+                    observation = env.reset(
+                        EpisodeSpec(task_key(suite, task), episode, 7, steps, init_state=episode)
+                    )
+                    for _ in range(steps):
+                        sample = env.policy_input(observation)
+                        action = np.clip(rng.normal(0, 0.3, 7), -1, 1).astype(np.float32)
+                        frame = {
+                            "observation.images.image": upright(observation["agentview_image"]),
+                            "observation.images.image2": upright(observation["robot0_eye_in_hand_image"]),
+                            "observation.state": sample["state"],
+                            "action": action,
+                        }
+                        recorder.add_frame(frame, task=env.instruction)
+                        observation, _, _ = env.step(action)
+                    recorder.save_episode()
+            finally:
+                env.close()

@@ -1,0 +1,80 @@
+"""What one evaluation episode is, and the append-only file that records finished episodes."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class EpisodeSpec:
+    """One episode of a protocol; everything a worker needs to reproduce it.
+
+    Attributes:
+        task: the key the env factory builds an environment from (e.g. ``libero_object/3``).
+        trial: index of the trial within the task.
+        seed: seed applied to the environment before the episode.
+        max_steps: policy steps before the episode counts as a failure.
+        init_state: index of the task's fixed initial state, when the benchmark has them.
+        group: what results are aggregated by besides the task (suite, perturbation category).
+        video: record this episode as an MP4.
+    """
+
+    task: str
+    trial: int
+    seed: int
+    max_steps: int
+    init_state: int | None = None
+    group: str = ""
+    video: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.task}#{self.trial}"
+
+
+class ResultsFile:
+    """``episodes.jsonl``: one JSON line per finished episode, flushed and fsync'ed when it ends.
+
+    Re-running an evaluation reads it first and skips the episodes it holds, so an interrupted run
+    loses at most the episodes in flight. A torn last line (killed mid-write) is ignored.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def records(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        records = []
+        for line in self.path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # the line a killed process was writing
+        return records
+
+    def finished(self) -> set[str]:
+        return {record["key"] for record in self.records()}
+
+    def append(self, spec: EpisodeSpec, **outcome: Any) -> dict[str, Any]:
+        record = {"key": spec.key, **asdict(spec), **outcome}
+        torn = self._ends_mid_line()
+        with self.path.open("a") as file:
+            if torn:  # keep the new record off the half-written line
+                file.write("\n")
+            file.write(json.dumps(record) + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+        return record
+
+    def _ends_mid_line(self) -> bool:
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return False
+        with self.path.open("rb") as file:
+            file.seek(-1, os.SEEK_END)
+            return file.read(1) != b"\n"
