@@ -143,3 +143,26 @@ def test_missing_assets_name_the_setting_and_the_variable(tmp_path: Path, monkey
         resolve_assets(None)
     with pytest.raises(LiberoSetupError, match="lacks articulated_objects"):
         resolve_assets(str(tmp_path))
+
+
+def test_a_tiny_policy_trains_on_libero_data_and_is_evaluated(libero_dataset: Path, tmp_path: Path) -> None:
+    from vla_train import train
+
+    cfg = libero_cfg(
+        tmp_path,
+        f"env.dataset.root={libero_dataset}",
+        "env.image_size=64",
+        "backbone=tiny",
+        "backbone.image_size=64",
+        "trainer=tiny",
+        "trainer.steps=3",
+        "logger=none",
+        "evaluate=true",
+        "env.eval.tasks=[1]",
+        "env.eval.episodes=2",
+        "env.eval.max_steps=8",
+    )
+    metrics = train(cfg)
+    assert metrics["eval/episodes"] == 2 and metrics["eval/errors"] == 0
+    videos = sorted(p.name for p in (tmp_path / "eval" / "step_3" / "videos").iterdir())
+    assert videos == ["libero_object_1_trial000_failure.mp4"]  # eval.videos=1 per task

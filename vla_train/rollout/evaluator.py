@@ -86,6 +86,7 @@ def _run(
     ]
     attempts: dict[str, int] = {}
     running: dict[int, EpisodeSpec] = {}  # worker index → its episode
+    tasks_held: dict[int, str] = {}  # worker index → the task its environment is built for
     successes = finished = errors = 0
     bar = tqdm(total=len(pending), desc="episodes", dynamic_ncols=True, disable=not show_progress)
 
@@ -101,6 +102,7 @@ def _run(
     def failed(worker: EnvWorker, error: str) -> None:
         """Retry the worker's episode once, else record it as an error."""
         spec = running.pop(worker.index)
+        tasks_held.pop(worker.index, None)  # the worker dropped (or lost) its environment
         if attempts[spec.key] < MAX_ATTEMPTS:
             pending.appendleft(spec)
         else:
@@ -122,7 +124,8 @@ def _run(
                     sent[index] = _send(workers[index], "act", chunk[:replan_steps])
             for worker in workers:
                 if worker.index not in running and pending:
-                    spec = pending.popleft()
+                    spec = _next_episode(pending, worker.index, tasks_held)
+                    tasks_held[worker.index] = spec.task
                     attempts[spec.key] = attempts.get(spec.key, 0) + 1
                     running[worker.index] = spec
                     sent[worker.index] = _send(worker, "reset", spec)
@@ -139,6 +142,21 @@ def _run(
         bar.close()
         for worker in workers:
             worker.close()
+
+
+def _next_episode(pending: deque[EpisodeSpec], worker: int, tasks_held: dict[int, str]) -> EpisodeSpec:
+    """Keep workers on their task: building a LIBERO environment costs seconds, resetting it does not.
+
+    First an episode of the task the worker's environment is built for, else one of a task no other
+    worker holds, else the next in line.
+    """
+    others = {task for index, task in tasks_held.items() if index != worker}
+    for prefer in (lambda spec: spec.task == tasks_held.get(worker), lambda spec: spec.task not in others):
+        for position, spec in enumerate(pending):
+            if prefer(spec):
+                del pending[position]
+                return spec
+    return pending.popleft()
 
 
 def _send(worker: EnvWorker, command: str, payload: Any) -> str | None:

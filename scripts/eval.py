@@ -1,0 +1,49 @@
+"""Evaluate a trained checkpoint on its environment's protocol (resumable, parallel env workers).
+
+    python scripts/eval.py outputs/<run>                             # the run's latest checkpoint
+    python scripts/eval.py outputs/<run>/checkpoints/step_0002000 env.eval.num_workers=8
+    python scripts/eval.py outputs/<run> env.eval.tasks=[0,1] env.eval.episodes=10 --name quick
+
+Overrides use Hydra's ``key=value`` grammar on the config the run saved. Results go to
+``<run>/eval/<name>/episodes.jsonl`` (``<name>``: the checkpoint's, unless ``--name``); running the
+same command again continues an interrupted evaluation instead of starting over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from vla_train.evaluation import evaluate_policy  # noqa: E402
+from vla_train.inference import load_policy  # noqa: E402
+from vla_train.training import build_env_adapter, configure_caches  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", help="a run directory (latest checkpoint) or a checkpoint directory")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides of the run's config")
+    parser.add_argument(
+        "--name", help="results subdirectory under <run>/eval (default: the checkpoint's name)"
+    )
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+
+    configure_caches(Path(os.environ.get("VLA_TRAIN_CACHE", ".cache")))
+    cfg, policy, checkpoint = load_policy(args.checkpoint, args.overrides, args.device)
+    output_dir = checkpoint.parent.parent / "eval" / (args.name or checkpoint.name)
+    metrics = evaluate_policy(policy, build_env_adapter(cfg.env), output_dir)
+    print(
+        f"success rate: {metrics['eval/success_rate']:.1%} over {int(metrics['eval/episodes'])} episodes "
+        f"({int(metrics['eval/errors'])} errors); results in {output_dir / 'episodes.jsonl'}"
+    )
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

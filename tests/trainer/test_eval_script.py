@@ -1,0 +1,40 @@
+"""scripts/eval.py: a checkpoint evaluated from its run's saved config, resumable, with overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from eval import main as evaluate_checkpoint
+from helpers import compose_train
+
+from vla_train import train
+
+pytestmark = pytest.mark.slow
+
+
+def test_eval_script_evaluates_and_resumes(lift_dataset: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(
+        compose_train(
+            [
+                "trainer=tiny",
+                "logger=none",
+                "evaluate=false",
+                f"env.dataset.root={lift_dataset}",
+                "env.dataset.generate=false",
+                "trainer.steps=2",
+            ],
+            run,
+        )
+    )
+    overrides = ["env.eval.episodes=3", "env.eval.max_steps=6", "env.eval.videos=0", "env.eval.num_workers=2"]
+    metrics = evaluate_checkpoint([str(run), *overrides])
+    assert metrics["eval/episodes"] == 3 and metrics["eval/errors"] == 0
+    results = run / "eval" / "step_0000002" / "episodes.jsonl"
+    first = results.read_text()
+    assert len(first.splitlines()) == 3
+    evaluate_checkpoint([str(run / "checkpoints" / "step_0000002"), *overrides])  # nothing left to run
+    assert results.read_text() == first
+    with pytest.raises(KeyError, match=r"no key 'env\.eval\.trials'"):
+        evaluate_checkpoint([str(run), "env.eval.trials=3"])
