@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo smoke test test-fast lint bench plot-filters clean
+.PHONY: install demo smoke test test-fast lint bench bench-eval plot-filters clean
 
 install: $(STAMP)
 
@@ -35,6 +35,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_optim.py
+
+# LIBERO evaluator throughput with 1 and 2 env workers (needs LIBERO_ASSETS or ../shared/libero-assets).
+bench-eval: $(STAMP)
+	$(BIN)/python scripts/bench_eval.py $(ARGS)
 
 plot-filters: $(STAMP)
 	$(BIN)/python scripts/plot_filters.py --output outputs/filters.png

@@ -18,7 +18,13 @@ from typing import Any
 import torch
 
 from envs.base import EnvAdapter, TrainingData
-from envs.libero.env import LiberoRolloutEnv, LiberoSettings, make_libero_env, suite_tasks, task_key
+from envs.libero.env import (
+    LiberoRolloutEnv,
+    LiberoSettings,
+    make_libero_env,
+    protocol_episodes,
+    suite_tasks,
+)
 from vla_train.data.cache import InMemoryDataset
 from vla_train.data.lerobot_io import TransformedDataset, dataset_statistics, load_lerobot_dataset
 from vla_train.rollout import EpisodeSpec
@@ -98,27 +104,15 @@ class LiberoAdapter(EnvAdapter):
 
     # -------------------------------------------------------------------------------------- rollouts
     def evaluation_episodes(self) -> list[EpisodeSpec]:
-        evaluation, suite = self.cfg.eval, self.cfg.simulator.suite
-        specs = []
-        for index, _, init_states in self.tasks:
-            if evaluation.episodes > init_states:
-                raise ValueError(
-                    f"env.eval.episodes={evaluation.episodes}: {suite} task {index} has only "
-                    f"{init_states} initial states"
-                )
-            specs += [
-                EpisodeSpec(
-                    task=task_key(suite, index),
-                    trial=trial,
-                    seed=evaluation.seed,
-                    max_steps=evaluation.max_steps,
-                    init_state=trial,
-                    group=suite,
-                    video=trial < evaluation.videos,
-                )
-                for trial in range(evaluation.episodes)
-            ]
-        return specs
+        evaluation = self.cfg.eval
+        return protocol_episodes(
+            self.cfg.simulator.suite,
+            self.tasks,
+            trials=evaluation.episodes,
+            seed=evaluation.seed,
+            max_steps=evaluation.max_steps,
+            videos=evaluation.videos,
+        )
 
     def make_env(self, task: str) -> LiberoRolloutEnv:
         return make_libero_env(self.settings, task)

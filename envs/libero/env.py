@@ -29,6 +29,14 @@ from vla_train.rollout.episodes import EpisodeSpec
 
 NOOP_ACTION = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0])
 CAMERAS = ("agentview", "robot0_eye_in_hand")
+#: policy steps per episode by suite (OpenVLA-OFT / openpi); ``configs/env/libero_*.yaml`` agree (tested)
+PROTOCOL_MAX_STEPS = {
+    "libero_spatial": 220,
+    "libero_object": 280,
+    "libero_goal": 300,
+    "libero_10": 520,
+    "libero_90": 400,
+}
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,36 @@ def suite_tasks(suite: str, settings: LiberoSettings) -> list[tuple[int, str, in
         (index, benchmark.get_task(index).language, len(benchmark.get_task_init_states(index)))
         for index in range(benchmark.n_tasks)
     ]
+
+
+def protocol_episodes(
+    suite: str,
+    tasks: list[tuple[int, str, int]],
+    trials: int,
+    seed: int,
+    max_steps: int,
+    videos: int,
+) -> list[EpisodeSpec]:
+    """``trials`` episodes per task from its fixed initial states 0, 1, …, all seeded with ``seed``."""
+    specs = []
+    for index, _, init_states in tasks:
+        if trials > init_states:
+            raise ValueError(
+                f"{trials} trials per task: {suite} task {index} has only {init_states} initial states"
+            )
+        specs += [
+            EpisodeSpec(
+                task=task_key(suite, index),
+                trial=trial,
+                seed=seed,
+                max_steps=max_steps,
+                init_state=trial,
+                group=suite,
+                video=trial < videos,
+            )
+            for trial in range(trials)
+        ]
+    return specs
 
 
 def axis_angle(quaternion_xyzw: np.ndarray) -> np.ndarray:

@@ -166,3 +166,40 @@ def test_a_tiny_policy_trains_on_libero_data_and_is_evaluated(libero_dataset: Pa
     assert metrics["eval/episodes"] == 2 and metrics["eval/errors"] == 0
     videos = sorted(p.name for p in (tmp_path / "eval" / "step_3" / "videos").iterdir())
     assert videos == ["libero_object_1_trial000_failure.mp4"]  # eval.videos=1 per task
+
+
+def test_env_client_in_another_process_evaluates_through_the_policy_server(tmp_path: Path) -> None:
+    """What LIBERO-Plus users run: envs in a separate Python process, the policy behind the server."""
+    import subprocess
+    import sys
+
+    from vla_train.serving.server import PolicyServer
+
+    policy = RandomPolicy()
+    server = PolicyServer(policy, {"state_dim": 8, "action_dim": 7, "chunk_size": 8}, port=0).start()
+    try:
+        command = [
+            sys.executable,
+            "-m",
+            "envs.libero.client",
+            f"--server={server.uri}",
+            f"--output={tmp_path / 'client'}",
+            "--suite=libero_object",
+            "--tasks",
+            "0",
+            "--trials=2",
+            "--max-steps=8",
+            "--workers=2",
+            "--camera-size=64",
+            "--soft-reset",
+            f"--assets={libero_assets()}",
+        ]
+        done = subprocess.run(
+            command, cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=300
+        )
+    finally:
+        server.stop()
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = ResultsFile(tmp_path / "client" / "episodes.jsonl").records()
+    assert len(records) == 2 and all(r["error"] is None and r["steps"] == 8 for r in records)
+    assert sum(policy.batches) >= 2 and max(policy.batches) == 2  # served batched requests

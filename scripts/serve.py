@@ -1,0 +1,63 @@
+"""Serve a trained checkpoint to env clients or a robot over a websocket (127.0.0.1 by default).
+
+    python scripts/serve.py outputs/<run>                      # latest checkpoint, ws://127.0.0.1:8765
+    python scripts/serve.py outputs/<run> --port 9000 backbone.attn_implementation=sdpa
+
+Clients: ``envs/libero/client.py`` (LIBERO / LIBERO-Plus evaluation from another Python
+environment) or any program using ``vla_train.serving.client.RemotePolicy``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from vla_train.evaluation import local_policy_fn  # noqa: E402
+from vla_train.inference import load_policy  # noqa: E402
+from vla_train.serving.server import DEFAULT_HOST, DEFAULT_PORT, PolicyServer  # noqa: E402
+from vla_train.training import configure_caches  # noqa: E402
+
+
+def build_server(
+    checkpoint: str, overrides: list[str], host: str, port: int, device: str = "auto"
+) -> PolicyServer:
+    cfg, policy, path = load_policy(checkpoint, overrides, device)
+    metadata = {
+        "checkpoint": str(path),
+        "env": cfg.env.name,
+        "cameras": list(cfg.env.cameras),
+        "image_size": int(cfg.env.image_size),
+        "state_dim": int(cfg.env.state_dim),
+        "action_dim": int(cfg.env.action_dim),
+        "chunk_size": int(cfg.env.chunk_size),
+    }
+    return PolicyServer(local_policy_fn(policy), metadata, host=host, port=port)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", help="a run directory (latest checkpoint) or a checkpoint directory")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides of the run's config")
+    parser.add_argument("--host", default=DEFAULT_HOST, help="bind address (default: loopback only)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    configure_caches(Path(os.environ.get("VLA_TRAIN_CACHE", ".cache")))
+    server = build_server(args.checkpoint, args.overrides, args.host, args.port, args.device)
+    print(
+        f"serving {server.metadata['checkpoint']} on ws://{args.host}:{args.port} (Ctrl-C to stop)",
+        flush=True,
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""The policy server: safe wire format, loopback binding, errors answered, actions equal the policy's."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+import torch
+from websockets.sync.client import connect
+
+from policies.backbones.tiny import TinyBackbone
+from policies.heads.l1 import L1RegressionHead
+from policies.vla_policy import VLAPolicy
+from vla_train.evaluation import local_policy_fn
+from vla_train.serving.client import PolicyServerError, RemotePolicy
+from vla_train.serving.server import PolicyServer
+from vla_train.serving.wire import WireError, pack, unpack
+
+METADATA = {"state_dim": 8, "action_dim": 7, "chunk_size": 4}
+
+
+def observation(seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {
+        "images": rng.random((2, 3, 32, 32), dtype=np.float32),
+        "state": rng.normal(size=8).astype(np.float32),
+        "instruction": "put the bowl on the plate",
+    }
+
+
+def test_wire_round_trips_arrays_and_refuses_objects() -> None:
+    message = {
+        "a": np.arange(6, dtype=np.int16).reshape(2, 3),
+        "b": [np.float64(2.5), "text", None],
+        "c": True,
+    }
+    message["d"] = np.ones((2, 0, 3), np.float32)
+    decoded = unpack(pack(message))
+    assert decoded["a"].dtype == np.int16 and np.array_equal(decoded["a"], message["a"])
+    assert decoded["b"] == [2.5, "text", None] and decoded["d"].shape == (2, 0, 3)
+    with pytest.raises(WireError, match="numeric"):
+        pack({"x": np.array([object()])})
+    with pytest.raises(WireError):
+        unpack(b"\xc1 definitely not msgpack")
+    forged = pack({"__ndarray__": True, "dtype": "|O", "shape": [1], "data": b"\x00" * 8})
+    with pytest.raises(WireError, match="refusing"):
+        unpack(forged)
+
+
+@pytest.fixture
+def echo_server():
+    """A server whose policy returns the state's first value everywhere (and fails on instruction 'boom')."""
+
+    def policy(inputs):
+        if any(i["instruction"] == "boom" for i in inputs):
+            raise RuntimeError("policy exploded")
+        return np.stack([np.full((4, 7), i["state"][0], np.float32) for i in inputs])
+
+    server = PolicyServer(policy, METADATA, port=0).start()
+    yield server
+    server.stop()
+
+
+def test_server_binds_loopback_and_answers_batches(echo_server: PolicyServer) -> None:
+    assert echo_server.host == "127.0.0.1"
+    with RemotePolicy(echo_server.uri) as policy:
+        assert policy.metadata == METADATA
+        actions = policy([observation(0), observation(1)])
+        assert actions.shape == (2, 4, 7) and actions.dtype == np.float32
+        assert actions[1, 0, 0] == observation(1)["state"][0]
+
+
+def test_malformed_requests_get_errors_and_the_connection_survives(echo_server: PolicyServer) -> None:
+    with connect(echo_server.uri) as raw:
+        unpack(raw.recv())  # metadata
+        for bad in (b"garbage", pack({"inputs": []}), pack({"inputs": [{"images": np.zeros(3)}]})):
+            raw.send(bad)
+            assert "error" in unpack(raw.recv())
+        raw.send("a text frame")
+        assert "binary" in unpack(raw.recv())["error"]
+        wrong_state = {**observation(), "state": np.zeros(5, np.float32)}
+        raw.send(pack({"inputs": [wrong_state]}))
+        assert "state" in unpack(raw.recv())["error"]
+        raw.send(pack({"inputs": [observation()]}))
+        assert unpack(raw.recv())["actions"].shape == (1, 4, 7)
+    with RemotePolicy(echo_server.uri) as policy, pytest.raises(PolicyServerError, match="exploded"):
+        policy([{**observation(), "instruction": "boom"}])
+
+
+def test_served_actions_equal_the_policys_own() -> None:
+    torch.manual_seed(0)
+    model = VLAPolicy(
+        TinyBackbone(image_size=32, patch_size=8),
+        functools.partial(L1RegressionHead, num_queries=4, heads=4),
+        action_dim=7,
+        state_dim=8,
+        chunk_size=4,
+    ).eval()
+    server = PolicyServer(local_policy_fn(model), METADATA, port=0).start()
+    try:
+        inputs = [observation(0), observation(1)]
+        with RemotePolicy(server.uri) as policy:
+            served = policy(inputs)
+    finally:
+        server.stop()
+    batch = {
+        "images": torch.from_numpy(np.stack([i["images"] for i in inputs])),
+        "state": torch.from_numpy(np.stack([i["state"] for i in inputs])),
+        "instruction": [i["instruction"] for i in inputs],
+    }
+    np.testing.assert_array_equal(served, model.predict_action_chunk(batch).numpy())
