@@ -120,3 +120,27 @@ class LiberoAdapter(EnvAdapter):
     def env_factory(self) -> functools.partial:
         """Picklable and free of config objects: LIBERO-Plus env clients rebuild it from settings."""
         return functools.partial(make_libero_env, self.settings)
+
+
+class LiberoPlusAdapter(LiberoAdapter):
+    """``env=libero_plus``: LIBERO training data of ``simulator.suite``, LIBERO-Plus evaluation.
+
+    Needs LIBERO-Plus installed as ``libero`` in this environment (it replaces hf-libero); otherwise
+    serve the policy (``scripts/serve.py``) and run ``envs.libero.client --plus`` where it is installed.
+    """
+
+    def evaluation_episodes(self) -> list[EpisodeSpec]:
+        from envs.libero.env import PROTOCOL_MAX_STEPS
+        from envs.libero.plus import load_task_list, plus_episodes, select_tasks
+
+        plus = self.cfg.simulator.plus
+        tasks = select_tasks(
+            load_task_list(plus.task_list),
+            plus.suites,
+            plus.categories,
+            plus.per_category,
+            seed=self.cfg.eval.seed,
+        )
+        return plus_episodes(
+            tasks, PROTOCOL_MAX_STEPS, seed=self.cfg.eval.seed, videos_per_category=self.cfg.eval.videos
+        )

@@ -79,3 +79,23 @@ def test_protocol_step_limits_agree_with_the_configs() -> None:
     for suite, steps in PROTOCOL_MAX_STEPS.items():
         config = OmegaConf.load(Path(REPO_ROOT) / "configs" / "env" / f"{suite}.yaml")
         assert config.eval.max_steps == steps, suite
+
+
+def test_env_libero_plus_builds_the_selected_episodes(tasks, tmp_path: Path) -> None:
+    from helpers import compose_train
+
+    from vla_train.training import build_env_adapter
+
+    cfg = compose_train(
+        [
+            "env=libero_plus",
+            f"env.simulator.plus.task_list={TASK_LIST}",
+            "env.simulator.plus.suites=[libero_spatial]",
+            "env.simulator.plus.categories=[Light,Layout]",
+            "env.simulator.plus.per_category=4",
+        ],
+        tmp_path,
+    )
+    specs = build_env_adapter(cfg.env).evaluation_episodes()
+    assert Counter(s.group for s in specs) == {"Light Conditions": 4, "Objects Layout": 4}
+    assert {s.max_steps for s in specs} == {220} and all(s.task.startswith("libero_spatial/") for s in specs)
