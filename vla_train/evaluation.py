@@ -56,5 +56,7 @@ def evaluate_policy(policy: VLAPolicy, adapter: EnvAdapter, output_dir: Path) ->
     finally:
         policy.train(was_training)
     summary = summarize(records)
-    Console().print(summary.table(f"evaluation → {output_dir / 'episodes.jsonl'}"))
+    console = Console()
+    console.print(summary.table("evaluation"))
+    console.print(f"episodes: {output_dir / 'episodes.jsonl'}")
     return summary.metrics()
