@@ -46,6 +46,18 @@ def count(backbone_name: str, head_name: str) -> dict[tuple[str, str], int]:
     return totals
 
 
+def training_state_bytes(totals: dict[tuple[str, str], int]) -> int:
+    """Weights + gradients + optimizer state, by parameter counts: the backbone in bf16 (its config's
+    ``dtype``), the head in fp32; AdamW keeps two moments per parameter, the spectral optimizers one
+    momentum buffer."""
+    total = 0
+    for (modality, algorithm), count in totals.items():
+        width = 4 if modality == "action" else 2
+        states = 2 if algorithm == "adamw" else 1
+        total += count * width * (2 + states)
+    return total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbones", nargs="+", default=["prismatic_qwen25", "qwen3_vl"])
@@ -61,6 +73,7 @@ def main() -> None:
                 print(f"  {modality:<9} {algorithm:<6} {n / 1e6:10.2f} M")
             summary = ", ".join(f"{m} {n / 1e6:.1f} M" for m, n in by_modality.items())
             print(f"  total {sum(totals.values()) / 1e6:.1f} M ({summary})")
+            print(f"  training state ≈ {training_state_bytes(totals) / 2**30:.1f} GiB before activations")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from rich.console import Console
 
 from envs.base import EnvAdapter
@@ -40,7 +41,11 @@ def local_policy_fn(policy: VLAPolicy) -> PolicyFn:
 def evaluate_policy(policy: VLAPolicy, adapter: EnvAdapter, output_dir: Path) -> dict[str, float]:
     """Run the adapter's evaluation protocol; returns success statistics (overall and per group)."""
     output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
     evaluation = adapter.cfg.eval
+    # the protocol every number below was measured with, beside the results
+    protocol = OmegaConf.masked_copy(adapter.cfg, ["name", "n_action_steps", "eval", "simulator"])
+    (output_dir / "protocol.yaml").write_text(OmegaConf.to_yaml(protocol, resolve=True))
     was_training = policy.training
     policy.eval()
     try:
@@ -58,5 +63,5 @@ def evaluate_policy(policy: VLAPolicy, adapter: EnvAdapter, output_dir: Path) ->
     summary = summarize(records)
     console = Console()
     console.print(summary.table("evaluation"))
-    console.print(f"episodes: {output_dir / 'episodes.jsonl'}")
+    console.print(f"episodes: {output_dir / 'episodes.jsonl'}; protocol: {output_dir / 'protocol.yaml'}")
     return summary.metrics()

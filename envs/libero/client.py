@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import os
 from pathlib import Path
 
@@ -77,6 +78,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             tasks = [task for task in tasks if task[0] in set(args.tasks)]
         specs = protocol_episodes(args.suite, tasks, args.trials, args.seed, limits[args.suite], args.videos)
     output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    protocol = {key: value for key, value in vars(args).items() if key != "server"}
+    (output / "protocol.json").write_text(json.dumps({**protocol, "max_steps_by_suite": limits}, indent=2))
     with RemotePolicy(args.server) as policy:
         records = run_episodes(
             specs,

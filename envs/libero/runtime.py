@@ -19,6 +19,8 @@ import tempfile
 from pathlib import Path
 from types import ModuleType
 
+from envs.rendering import choose_rendering_backend
+
 ASSETS_VARIABLE = "LIBERO_ASSETS"
 CONFIG_VARIABLE = "LIBERO_CONFIG_PATH"
 #: folders every LIBERO assets directory has (hf-libero's own completeness check uses the same)
@@ -79,9 +81,7 @@ def import_libero(assets_dir: str | None = None, config_dir: str | Path | None =
         config_dir: where to write LIBERO's config (else ``$LIBERO_CONFIG_PATH``, else a temp dir).
     """
     assets = resolve_assets(assets_dir)
-    os.environ.setdefault("MUJOCO_GL", "egl")
-    if os.environ["MUJOCO_GL"] in ("egl", "osmesa"):
-        os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+    choose_rendering_backend()
     os.environ.setdefault("MESA_SHADER_CACHE_DISABLE", "true")
     os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(tempfile.gettempdir()) / "vla-train-numba"))
     default = Path(tempfile.gettempdir()) / "vla-train-libero"

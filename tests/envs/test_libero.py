@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -203,3 +204,5 @@ def test_env_client_in_another_process_evaluates_through_the_policy_server(tmp_p
     records = ResultsFile(tmp_path / "client" / "episodes.jsonl").records()
     assert len(records) == 2 and all(r["error"] is None and r["steps"] == 8 for r in records)
     assert sum(policy.batches) >= 2 and max(policy.batches) == 2  # served batched requests
+    protocol = json.loads((tmp_path / "client" / "protocol.json").read_text())
+    assert protocol["max_steps_by_suite"]["libero_object"] == 8 and protocol["seed"] == 7

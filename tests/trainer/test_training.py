@@ -177,6 +177,7 @@ def test_evaluation_reports_success_rate_and_writes_videos(lift_dataset: Path, t
     (video,) = (eval_dir / "videos").iterdir()  # eval.videos=1: the first episode only
     assert video.name.startswith("robosuite_lift_trial000_") and video.stat().st_size > 0
     assert len((eval_dir / "episodes.jsonl").read_text().splitlines()) == 2
+    assert "max_steps: 8" in (eval_dir / "protocol.yaml").read_text()  # the protocol beside its numbers
 
 
 def _train_command(dataset: Path, *overrides: str) -> list[str]:
