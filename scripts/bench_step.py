@@ -1,0 +1,101 @@
+"""Time one training step (forward + backward + optimizer) of a full-size policy, random weights.
+
+Builds the published architectures without downloading weights (as ``param_counts.py`` does), in
+bf16 with the heads in fp32 under bf16 autocast, as the trainer runs on a GPU, and reports the median
+step time and the peak GPU memory. The ``_tiny`` backbones run anywhere (that is how it is tested).
+
+    python scripts/bench_step.py --backbone prismatic_qwen25 --head l1 --batch 8     # VLA-Adapter, GPU
+    python scripts/bench_step.py --backbone qwen3_vl --head flow --batch 8           # VLANeXt, GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from param_counts import build_backbone  # noqa: E402
+
+from policies.vla_policy import VLAPolicy  # noqa: E402
+from vla_train.config import register_configs  # noqa: E402
+
+FULL_SIZE = ("prismatic_qwen25", "qwen3_vl")
+
+
+def build_policy(backbone_name: str, head_name: str, chunk: int, device: torch.device) -> VLAPolicy:
+    """Full-size backbones from their published configs (random init), others from ``configs/``."""
+    register_configs()
+    full_size = backbone_name in FULL_SIZE
+    overrides = [f"head={head_name}"] + ([] if full_size else [f"backbone={backbone_name}"])
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "configs")):
+        cfg = compose(config_name="train", overrides=overrides)
+    with device:
+        backbone = build_backbone(backbone_name) if full_size else instantiate(cfg.backbone)
+        policy = VLAPolicy(backbone, instantiate(cfg.head), action_dim=7, state_dim=8, chunk_size=chunk)
+    if device.type == "cuda":
+        policy.backbone.to(torch.bfloat16)  # as the full-size configs load it (backbone.dtype)
+    return policy
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="prismatic_qwen25")
+    parser.add_argument("--head", default="l1")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--chunk", type=int, default=8)
+    parser.add_argument("--cameras", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    policy = build_policy(args.backbone, args.head, args.chunk, device)
+    size = policy.backbone.image_size
+    batch = {
+        "images": torch.rand(args.batch, args.cameras, 3, size, size, device=device),
+        "instruction": ["put the black bowl on the plate"] * args.batch,
+        "state": torch.randn(args.batch, 8, device=device),
+        "actions": torch.randn(args.batch, args.chunk, 7, device=device),
+        "action_is_pad": torch.zeros(args.batch, args.chunk, dtype=torch.bool, device=device),
+    }
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-5)
+    timings = []
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    for _ in range(args.steps + 1):  # the first step warms up kernels and allocations
+        start = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = policy(batch)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        timings.append(time.perf_counter() - start)
+    result = {
+        "parameters_m": sum(p.numel() for p in policy.parameters()) / 1e6,
+        "step_ms": 1000 * statistics.median(timings[1:]),
+        "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30
+        if device.type == "cuda"
+        else float("nan"),
+    }
+    print(
+        f"{args.backbone} + {args.head}, batch {args.batch} × {args.cameras} cameras on {device}: "
+        f"{result['parameters_m']:.0f} M parameters, {result['step_ms']:.0f} ms per step "
+        f"(median of {args.steps}), peak memory {result['peak_gib']:.1f} GiB"
+    )
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,15 @@
+"""scripts/bench_step.py runs one timed training step (tiny sizes on CPU; full sizes need a GPU)."""
+
+from __future__ import annotations
+
+import math
+
+from bench_step import main
+
+
+def test_bench_step_times_a_training_step_on_cpu() -> None:
+    result = main(
+        ["--backbone", "tiny", "--head", "flow_tiny", "--batch", "2", "--steps", "1", "--device", "cpu"]
+    )
+    assert result["step_ms"] > 0 and result["parameters_m"] > 0
+    assert math.isnan(result["peak_gib"])  # peak memory is a GPU measurement
