@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import compose_train, configs_dir
 from hydra.errors import ConfigCompositionException
 from hydra.utils import get_class, instantiate
@@ -104,12 +106,11 @@ TABLE_A6 = {  # setting: (vision, language, action)
 
 
 @pytest.mark.parametrize("setting", sorted(TABLE_A6))
-def test_table_a6_settings_are_command_line_overrides(setting: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("as_option", [False, True])
+def test_table_a6_settings_are_command_line_overrides(setting: str, as_option: bool, tmp_path: Path) -> None:
     vision, language, action = TABLE_A6[setting]
-    cfg = compose_train(
-        [f"optimizer.vision={vision}", f"optimizer.language={language}", f"optimizer.action={action}"],
-        tmp_path,
-    )
+    overrides = [f"optimizer.vision={vision}", f"optimizer.language={language}", f"optimizer.action={action}"]
+    cfg = compose_train([f"ablation={setting}"] if as_option else overrides, tmp_path)
     built = build_optimizer(cfg, tiny_policy(cfg))
     hidden = {(g["modality"], g["algorithm"]) for g in built.param_groups if g["algorithm"] != "adamw"}
     expected = {
@@ -167,3 +168,81 @@ def test_train_py_exits_non_zero_naming_the_bad_override(override: str, names: s
     )
     assert result.returncode != 0
     assert names in result.stderr + result.stdout
+
+
+TINY_TWINS = {"prismatic_qwen25": "prismatic_tiny", "qwen3_vl": "qwen3_vl_tiny"}
+
+
+def sweep_points(params) -> list[list[str]]:
+    """Every combination of a preset's ``hydra.sweeper.params`` as override lists."""
+    import itertools
+
+    if not params:
+        return [[]]
+    keys = list(params)
+    values = [str(params[k]).split(",") for k in keys]
+    return [[f"{k}={v}" for k, v in zip(keys, combo, strict=True)] for combo in itertools.product(*values)]
+
+
+@pytest.mark.parametrize("preset", [p for p in options("experiment") if p not in ("demo", "smoke")])
+def test_every_paper_preset_and_sweep_point_composes_and_builds_tiny(preset: str, tmp_path: Path) -> None:
+    cfg = compose_train([f"experiment={preset}"], tmp_path)
+    backbone = cfg.hydra.runtime.choices.backbone
+    assert backbone in TINY_TWINS and cfg.trainer.batch_size in (64, 256) and cfg.optimizer.lr == 1e-4
+    names = set()
+    for point in sweep_points(cfg.hydra.sweeper.params):
+        swept = compose_train([f"experiment={preset}", *point], tmp_path)
+        validate_config(swept)
+        names.add(swept.run_name)
+    assert len(names) == len(sweep_points(cfg.hydra.sweeper.params))  # one run directory per sweep point
+    head = cfg.hydra.runtime.choices.head
+    tiny = compose_train(
+        [
+            f"experiment={preset}",
+            f"backbone={TINY_TWINS[backbone]}",
+            f"head={'flow_tiny' if head == 'flow' else head}",
+        ],
+        tmp_path,
+    )
+    assert sum(p.numel() for p in tiny_policy(tiny).parameters()) > 0
+
+
+def test_paper_step_budgets_follow_table_a1(tmp_path: Path) -> None:
+    steps = {
+        (preset, env): compose_train([f"experiment={preset}", f"env={env}"], tmp_path).trainer.steps
+        for preset in ("vla_adapter", "vlanext")
+        for env in ("libero_object", "libero_goal")
+    }
+    assert steps == {
+        ("vla_adapter", "libero_object"): 1500,
+        ("vla_adapter", "libero_goal"): 15000,
+        ("vlanext", "libero_object"): 4000,
+        ("vlanext", "libero_goal"): 10000,
+    }
+
+
+def test_joblib_jobs_are_pinned_to_gpus_round_robin(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf, open_dict
+
+    from vla_train.training import pin_sweep_job_to_gpu
+
+    cfg = compose_train([], tmp_path)
+    OmegaConf.set_readonly(cfg.hydra, False)
+    with open_dict(cfg):
+        cfg.hydra.mode = RunMode.MULTIRUN
+        cfg.hydra.launcher = {
+            "_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+        }
+        cfg.hydra.job.num = 5
+    HydraConfig.instance().set_config(cfg)
+    monkeypatch.delenv("ACCELERATE_TORCH_DEVICE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    pin_sweep_job_to_gpu()
+    assert os.environ["ACCELERATE_TORCH_DEVICE"] == "cuda:1"
+    monkeypatch.setenv("ACCELERATE_TORCH_DEVICE", "cuda:3")  # the user's choice wins
+    pin_sweep_job_to_gpu()
+    assert os.environ["ACCELERATE_TORCH_DEVICE"] == "cuda:3"
+    compose_train([], tmp_path)  # leave a single-run Hydra config behind for later tests

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from vla_train.optim.assignment import ALGORITHMS, MODALITIES
 from vla_train.optim.newton_schulz import LPMUON_TAUS
@@ -224,8 +224,15 @@ class TrainConfig:
     evaluate: bool = True
 
 
+def suite_steps(suite: str, object_steps: int, other_steps: int) -> int:
+    """``${suite_steps:<suite>,<object>,<others>}``: Table A1 gives LIBERO-Object fewer steps."""
+    return int(object_steps if suite == "libero_object" else other_steps)
+
+
 def register_configs() -> None:
-    """Make the schemas available to the YAML files' ``defaults`` lists (idempotent)."""
+    """Make the schemas (and the presets' resolvers) available to the YAML files (idempotent)."""
+    if not OmegaConf.has_resolver("suite_steps"):
+        OmegaConf.register_new_resolver("suite_steps", suite_steps)
     store = ConfigStore.instance()
     store.store(name="train_schema", node=TrainConfig)
     store.store(group="backbone", name="tiny_schema", node=TinyBackboneConfig)

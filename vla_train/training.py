@@ -43,6 +43,23 @@ def configure_caches(cache_root: Path) -> None:
         os.environ.setdefault(variable, str((cache_root / sub).resolve()))
 
 
+def pin_sweep_job_to_gpu() -> None:
+    """A joblib sweep runs several jobs on one machine: job ``k`` trains on GPU ``k mod #GPUs``.
+
+    (SLURM jobs get their own GPU from the scheduler; a device the user chose wins.)
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or "ACCELERATE_TORCH_DEVICE" in os.environ:
+        return
+    hydra_cfg = HydraConfig.get()
+    launcher = str(hydra_cfg.launcher.get("_target_", ""))
+    if hydra_cfg.mode != RunMode.MULTIRUN or "joblib" not in launcher or not torch.cuda.is_available():
+        return
+    os.environ["ACCELERATE_TORCH_DEVICE"] = f"cuda:{int(hydra_cfg.job.num) % torch.cuda.device_count()}"
+
+
 def resolve_mixed_precision(option: str, accelerator_device: str) -> str:
     if option == "auto":
         return "bf16" if accelerator_device == "cuda" else "no"
@@ -85,6 +102,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
 
     cpu = cfg.trainer.cpu or not torch.cuda.is_available()
+    if not cpu:
+        pin_sweep_job_to_gpu()
     accelerator = Accelerator(
         cpu=cpu,
         mixed_precision=resolve_mixed_precision(cfg.trainer.mixed_precision, "cpu" if cpu else "cuda"),

@@ -196,6 +196,8 @@ class TrainingLoop:
                         "train/grad_norm": grad_norm,
                         "train/lr": lr,
                         "train/samples_per_second": window_samples / max(elapsed, 1e-9),
+                        # wall time of a whole step (data, forward, backward, optimizer): Fig. 1c, A1b
+                        "train/seconds_per_step": elapsed * cfg.batch_size / max(window_samples, 1),
                         "train/skipped_steps": self.state.skipped_steps,
                         "train/epoch": self.state.epoch,
                     }

@@ -1,0 +1,294 @@
+"""Turn a run or a sweep directory into a Markdown report with the paper's tables and plots.
+
+    python scripts/report.py multirun/2026-11-25_10-00-00            # a sweep (one subdirectory per job)
+    python scripts/report.py outputs/vla_adapter-libero_object-pion  # a single run
+    python scripts/report.py multirun/... --output reports/fig5      # where report.md and the PNGs go
+
+Reads each run's ``config.yaml``, ``metrics.jsonl`` and its latest ``eval/*/episodes.jsonl``, and writes:
+- a table of runs (optimizer per modality, environment, steps, final loss, success, time per step);
+- success rates as optimizer × suite (Table A5 / the LIBERO columns of Table 1), per LIBERO-Plus
+  category (Table 1), and per modality-wise setting (Table A6);
+- PNG plots: success vs training step (Fig. 5b), per-modality gradient effective rank (Fig. 1a) and
+  gradient SNR (Fig. 2a / 7) over training, seconds per training step by optimizer (Fig. 1c, A1b).
+
+A partial sweep is fine: runs without an evaluation show "—" (missing), never 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt  # headless machines get the Agg backend automatically
+from omegaconf import OmegaConf
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from envs.libero.plus import CATEGORY_COLUMNS, table1_row  # noqa: E402
+from vla_train.rollout import ResultsFile, summarize  # noqa: E402
+
+MODALITIES = ("vision", "language", "action")
+MISSING = "—"
+
+
+@dataclass
+class Run:
+    path: Path
+    config: Any
+    metrics: list[dict[str, Any]]
+    episodes: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def optimizer(self) -> str:
+        """``adamw`` / ``muon`` / ``pion`` when one algorithm covers the matrices, else V/L/A."""
+        opt = self.config.optimizer
+        algorithms = [opt[m] for m in MODALITIES]
+        if len(set(algorithms)) == 1:
+            label = algorithms[0]
+        elif algorithms[:2] == ["muon", "muon"]:
+            label = algorithms[2]  # the paper's convention: Muon on V/L, named by the action optimizer
+        else:
+            label = "/".join(algorithms)
+        if "action" in opt.get("per_head_modalities", []) and opt.action == "pion":
+            label += " (per-head)"
+        if opt.action == "lrmuon":
+            label += f" k={opt.rank}"
+        if opt.action == "pion" and opt.kp != 2:
+            label += f" kp={opt.kp}"
+        return label
+
+    @property
+    def architecture(self) -> str:
+        return " + ".join(str(self.config[part]._target_).rsplit(".", 1)[-1] for part in ("backbone", "head"))
+
+    @property
+    def suite(self) -> str:
+        simulator = self.config.env.get("simulator") or {}
+        return str(simulator.get("suite") or self.config.env.name)
+
+    def last(self, key: str) -> float | None:
+        values = [m[key] for m in self.metrics if key in m]
+        return values[-1] if values else None
+
+    def series(self, key: str) -> tuple[list[int], list[float]]:
+        points = [(m["step"], m[key]) for m in self.metrics if key in m]
+        return [p[0] for p in points], [p[1] for p in points]
+
+
+def load_run(path: Path) -> Run | None:
+    if not (path / "config.yaml").is_file():
+        return None
+    metrics_file = path / "metrics.jsonl"
+    metrics = []
+    if metrics_file.is_file():
+        for line in metrics_file.read_text().splitlines():
+            try:
+                metrics.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line torn by a killed run
+    run = Run(path, OmegaConf.load(path / "config.yaml"), metrics)
+    evaluations = sorted(
+        (path / "eval").glob("*/episodes.jsonl"),
+        key=lambda p: int("".join(c for c in p.parent.name if c.isdigit()) or 0),
+    )
+    if evaluations:
+        # results written before the parallel evaluator have no task field: shown as missing
+        run.episodes = [r for r in ResultsFile(evaluations[-1]).records() if "task" in r]
+    return run
+
+
+def find_runs(root: Path) -> list[Run]:
+    """``root`` itself, or every run directory below it (Hydra's and wandb's own config files skipped)."""
+    if (root / "metrics.jsonl").is_file():
+        candidates = [root]
+    else:
+        candidates = sorted(
+            p.parent
+            for p in root.rglob("metrics.jsonl")
+            if not {".hydra", "wandb"} & set(p.relative_to(root).parts)
+        )
+    runs = [load_run(path) for path in candidates]
+    return [run for run in runs if run is not None]
+
+
+def percent(value: float | None) -> str:
+    return MISSING if value is None else f"{100 * value:.1f}"
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def runs_table(runs: list[Run]) -> str:
+    rows = []
+    for run in runs:
+        success = summarize(run.episodes).overall.success_rate if run.episodes else None
+        seconds = run.last("train/seconds_per_step")
+        rows.append(
+            [
+                run.path.name,
+                run.optimizer,
+                run.config.env.name,
+                str(run.last("step") or 0),
+                MISSING if run.last("train/loss") is None else f"{run.last('train/loss'):.4f}",
+                percent(success),
+                str(len(run.episodes)) if run.episodes else MISSING,
+                MISSING if seconds is None else f"{seconds:.3f}",
+            ]
+        )
+    header = ["run", "optimizer", "env", "steps", "final loss", "success %", "episodes", "s / step"]
+    return markdown_table(header, rows)
+
+
+def optimizer_by_suite(runs: list[Run]) -> str:
+    """Table A5 / Table 1 (LIBERO): success rate per optimizer (rows) and suite (columns), plus the mean."""
+    libero = [run for run in runs if run.config.env.name != "libero_plus"]
+    suites = sorted({run.suite for run in libero})
+    cells: dict[tuple[str, str], float | None] = {}
+    for run in libero:
+        cells[(run.optimizer, run.suite)] = (
+            summarize(run.episodes).overall.success_rate if run.episodes else None
+        )
+    optimizers = sorted({run.optimizer for run in libero})
+    rows = []
+    for optimizer in optimizers:
+        values = [cells.get((optimizer, suite)) for suite in suites]
+        known = [v for v in values if v is not None]
+        average = sum(known) / len(known) if known and len(known) == len(values) else None
+        rows.append([optimizer, *map(percent, values), percent(average)])
+    return markdown_table(["optimizer", *suites, "average"], rows)
+
+
+def plus_table(runs: list[Run]) -> str | None:
+    """Table 1 (LIBERO-Plus part): per optimizer, the average and each perturbation's success rate."""
+    plus = [run for run in runs if run.config.env.name == "libero_plus"]
+    if not plus:
+        return None
+    episodes: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for run in plus:
+        episodes[run.optimizer] += run.episodes
+    columns = ["LIBERO-Plus", *CATEGORY_COLUMNS.values()]
+    rows = [
+        [optimizer, *(percent(table1_row(records)[c]) for c in columns)]
+        for optimizer, records in sorted(episodes.items())
+    ]
+    return markdown_table(["optimizer", *columns], rows)
+
+
+def modality_table(runs: list[Run]) -> str | None:
+    """Table A6: success per modality-wise assignment (vision, language, action)."""
+    settings = {tuple(run.config.optimizer[m] for m in MODALITIES) for run in runs}
+    if len(settings) < 3:
+        return None
+    rows = []
+    for run in sorted(runs, key=lambda r: tuple(r.config.optimizer[m] for m in MODALITIES)):
+        success = summarize(run.episodes).overall.success_rate if run.episodes else None
+        rows.append([*(run.config.optimizer[m] for m in MODALITIES), run.config.env.name, percent(success)])
+    return markdown_table(["vision", "language", "action", "env", "success %"], rows)
+
+
+def plot_over_training(runs: list[Run], keys: list[str], ylabel: str, path: Path) -> bool:
+    series = [(run, key) for run in runs for key in keys if run.series(key)[0]]
+    if not series:
+        return False
+    figure, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.5), squeeze=False)
+    for axis, key in zip(axes[0], keys, strict=True):
+        for run in runs:
+            steps, values = run.series(key)
+            if steps:
+                axis.plot(
+                    steps,
+                    values,
+                    marker="o" if len(steps) < 20 else None,
+                    label=f"{run.optimizer} · {run.suite}",
+                )
+        axis.set_title(key.split("/")[-1])
+        axis.set_xlabel("training step")
+        axis.set_ylabel(ylabel)
+        axis.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return True
+
+
+def plot_step_time(runs: list[Run], path: Path) -> bool:
+    timed = [(f"{run.optimizer}\n{run.suite}", run.last("train/seconds_per_step")) for run in runs]
+    timed = [(label, value) for label, value in timed if value is not None]
+    if not timed:
+        return False
+    figure, axis = plt.subplots(figsize=(max(4, 1.2 * len(timed)), 3.5))
+    axis.bar([label for label, _ in timed], [value for _, value in timed])
+    axis.set_ylabel("seconds per training step")
+    axis.tick_params(axis="x", labelsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return True
+
+
+def write_report(root: Path, output: Path) -> Path:
+    runs = find_runs(root)
+    if not runs:
+        raise FileNotFoundError(f"{root} holds no run (no config.yaml below it)")
+    output.mkdir(parents=True, exist_ok=True)
+    sections = [
+        f"# Report: {root}",
+        f"{len(runs)} run(s); missing results are shown as {MISSING}.",
+        "## Runs",
+        runs_table(runs),
+    ]
+    sections += [
+        "## Success rate by optimizer and suite (Table A5, Table 1 LIBERO)",
+        optimizer_by_suite(runs),
+    ]
+    for title, table in (
+        ("## LIBERO-Plus by perturbation (Table 1)", plus_table(runs)),
+        ("## Modality-wise assignments (Table A6)", modality_table(runs)),
+    ):
+        if table:
+            sections += [title, table]
+    figures = {
+        "success_vs_step.png": (
+            "Success rate over training (Fig. 5b)",
+            lambda p: plot_over_training(runs, ["eval/success_rate"], "success rate", p),
+        ),
+        "grad_erank.png": (
+            "Gradient effective rank per modality (Fig. 1a)",
+            lambda p: plot_over_training(runs, [f"grad_erank/{m}" for m in MODALITIES], "effective rank", p),
+        ),
+        "grad_snr.png": (
+            "Gradient SNR per modality (Fig. 2a, 7)",
+            lambda p: plot_over_training(runs, [f"grad_snr/{m}" for m in MODALITIES], "SNR", p),
+        ),
+        "step_time.png": ("Seconds per training step (Fig. 1c, A1b)", lambda p: plot_step_time(runs, p)),
+    }
+    for name, (title, draw) in figures.items():
+        if draw(output / name):
+            sections += [f"## {title}", f"![{title}]({name})"]
+    report = output / "report.md"
+    report.write_text("\n\n".join(sections) + "\n")
+    return report
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("root", type=Path, help="a run directory or a sweep directory")
+    parser.add_argument("--output", type=Path, help="default: <root>/report")
+    args = parser.parse_args(argv)
+    report = write_report(args.root, args.output or args.root / "report")
+    print(f"report: {report}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
