@@ -237,12 +237,15 @@ def test_joblib_jobs_are_pinned_to_gpus_round_robin(monkeypatch: pytest.MonkeyPa
         }
         cfg.hydra.job.num = 5
     HydraConfig.instance().set_config(cfg)
-    monkeypatch.delenv("ACCELERATE_TORCH_DEVICE", raising=False)
+    # a private copy of the environment: the pinned device must not leak into later tests' subprocesses
+    monkeypatch.setattr(
+        os, "environ", {k: v for k, v in os.environ.items() if k != "ACCELERATE_TORCH_DEVICE"}
+    )
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     pin_sweep_job_to_gpu()
     assert os.environ["ACCELERATE_TORCH_DEVICE"] == "cuda:1"
-    monkeypatch.setenv("ACCELERATE_TORCH_DEVICE", "cuda:3")  # the user's choice wins
+    os.environ["ACCELERATE_TORCH_DEVICE"] = "cuda:3"  # the user's choice wins
     pin_sweep_job_to_gpu()
     assert os.environ["ACCELERATE_TORCH_DEVICE"] == "cuda:3"
     compose_train([], tmp_path)  # leave a single-run Hydra config behind for later tests

@@ -31,6 +31,15 @@ def test_dockerfile_installs_exactly_as_the_makefile() -> None:
     assert as_tuple(low) <= as_tuple(python) < as_tuple(high)
 
 
+def test_dockerfile_renders_on_the_gpu_and_ships_the_libero_assets() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "MUJOCO_GL=egl" in dockerfile and "graphics" in dockerfile  # the driver's EGL inside the container
+    assert re.search(r"^ENV LIBERO_ASSETS=(\S+)", dockerfile, re.MULTILINE)  # read by envs/libero/runtime.py
+    assert "lerobot/libero-assets" in dockerfile  # the repository hf-libero itself downloads from
+    readme = (ROOT / "README.md").read_text()
+    assert "docker build" in readme and "docker run --gpus all" in readme
+
+
 def test_every_runtime_dependency_is_pinned_to_a_range() -> None:
     dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     names = {re.split(r"[\[<>=!~ ]", d, maxsplit=1)[0] for d in dependencies}
