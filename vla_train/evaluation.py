@@ -33,7 +33,10 @@ def local_policy_fn(policy: VLAPolicy) -> PolicyFn:
             "state": torch.from_numpy(np.stack([i["state"] for i in inputs])).to(device),
             "instruction": [i["instruction"] for i in inputs],
         }
-        return policy.predict_action_chunk(batch).float().cpu().numpy()
+        # as in training: bf16 backbones feed fp32 heads under autocast on GPUs
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            chunks = policy.predict_action_chunk(batch)
+        return chunks.float().cpu().numpy()
 
     return act
 
