@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     cfg, policy, checkpoint = load_policy(args.checkpoint, args.overrides, args.device)
     output_dir = checkpoint.parent.parent / "eval" / (args.name or checkpoint.name)
     metrics = evaluate_policy(policy, build_env_adapter(cfg.env), output_dir)
+    if not metrics:
+        return metrics
     print(
         f"success rate: {metrics['eval/success_rate']:.1%} over {int(metrics['eval/episodes'])} episodes "
         f"({int(metrics['eval/errors'])} errors); results in {output_dir / 'episodes.jsonl'}"

@@ -43,6 +43,10 @@ def local_policy_fn(policy: VLAPolicy) -> PolicyFn:
 
 def evaluate_policy(policy: VLAPolicy, adapter: EnvAdapter, output_dir: Path) -> dict[str, float]:
     """Run the adapter's evaluation protocol; returns success statistics (overall and per group)."""
+    specs = adapter.evaluation_episodes()
+    if not specs:  # a real robot (DROID): evaluated through the policy server instead
+        print(f"env={adapter.cfg.name} has no simulated evaluation; serve the policy (scripts/serve.py)")
+        return {}
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     evaluation = adapter.cfg.eval
@@ -53,7 +57,7 @@ def evaluate_policy(policy: VLAPolicy, adapter: EnvAdapter, output_dir: Path) ->
     policy.eval()
     try:
         records = run_episodes(
-            adapter.evaluation_episodes(),
+            specs,
             adapter.env_factory(),
             local_policy_fn(policy),
             ResultsFile(output_dir / "episodes.jsonl"),

@@ -140,6 +140,7 @@ class RobosuiteLiftAdapter(EnvAdapter):
                 trial=episode,
                 seed=evaluation.seed + episode,
                 max_steps=evaluation.max_steps,
+                group=self.cfg.name,
                 video=episode < evaluation.videos,
             )
             for episode in range(evaluation.episodes)

@@ -233,7 +233,7 @@ class TrainingLoop:
                     f"done: {self.state.step} steps\n  checkpoint: {checkpoint}\n  metrics:    "
                     f"{self.run_dir / 'metrics.jsonl'}"
                 )
-                if self.cfg.evaluate:
+                if "eval/success_rate" in result:
                     print(
                         f"  success rate: {result['eval/success_rate']:.1%} over "
                         f"{int(result['eval/episodes'])} episodes; videos and episodes.jsonl in "

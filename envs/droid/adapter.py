@@ -1,0 +1,56 @@
+"""``env=droid``: a LeRobot dataset in the DROID layout (see :mod:`envs.droid.convert`) for training.
+
+DROID is a real robot: there is no simulator to evaluate in. The fine-tuned policy is served
+(``scripts/serve.py``) and the robot laptop runs :mod:`envs.droid.client`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from envs.base import EnvAdapter, TrainingData
+from envs.droid.transforms import policy_input
+from vla_train.data.cache import InMemoryDataset
+from vla_train.data.lerobot_io import TransformedDataset, dataset_statistics, load_lerobot_dataset
+from vla_train.rollout import EpisodeSpec
+
+STATE_KEY = "observation.state"
+ACTION_KEY = "action"
+
+
+class DroidAdapter(EnvAdapter):
+    def training_data(self) -> TrainingData:
+        dataset_cfg = self.cfg.dataset
+        frames = load_lerobot_dataset(
+            dataset_cfg.repo_id, dataset_cfg.root, ACTION_KEY, self.cfg.chunk_size, dataset_cfg.episodes
+        )
+        stats = dataset_statistics(frames, [STATE_KEY, ACTION_KEY])
+        dataset: torch.utils.data.Dataset = TransformedDataset(frames, self.sample_to_policy)
+        if dataset_cfg.cache_in_memory:
+            dataset = InMemoryDataset(dataset, description=f"caching {dataset_cfg.repo_id}")
+        return TrainingData(dataset, stats, STATE_KEY, ACTION_KEY)
+
+    def sample_to_policy(self, sample: Mapping[str, Any]) -> dict[str, Any]:
+        """A dataset frame → the policy input the robot client builds live (same function)."""
+        exterior, wrist = (
+            (sample[f"observation.images.{camera}"].permute(1, 2, 0).numpy() * 255).round().astype("uint8")
+            for camera in self.cfg.cameras
+        )
+        state = sample[STATE_KEY].numpy()
+        live = policy_input(exterior, wrist, state[:7], state[7:], sample["task"], self.cfg.image_size)
+        return {
+            "images": torch.from_numpy(live["images"]),
+            "state": sample[STATE_KEY],
+            "actions": sample[ACTION_KEY],
+            "action_is_pad": sample[f"{ACTION_KEY}_is_pad"],
+            "instruction": live["instruction"],
+        }
+
+    def evaluation_episodes(self) -> list[EpisodeSpec]:
+        return []  # a real robot: evaluate with the policy server and envs/droid/client.py
+
+    def make_env(self, task: str) -> Any:
+        raise RuntimeError("DROID has no simulator: serve the policy (scripts/serve.py) to the robot laptop")

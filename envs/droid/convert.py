@@ -1,0 +1,64 @@
+"""DROID raw episodes → a LeRobot dataset in the layout ``env=droid`` trains on.
+
+Features (15 fps): ``observation.images.{exterior_1_left, exterior_2_left, wrist_left}`` resized to
+320×180 as DROID's LeRobot ports store them, ``observation.state`` (joint positions 7 + gripper 1),
+``action`` (joint velocities 7 + gripper position 1: the action space π0.5-DROID was trained in), and
+the instruction as the task. Only successful episodes are kept unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from envs.droid.raw import find_episodes, read_episode
+from vla_train.data.lerobot_io import DatasetRecorder, image_feature, vector_feature
+
+FPS = 15
+IMAGE_WIDTH, IMAGE_HEIGHT = 320, 180
+CAMERAS = ("exterior_1_left", "exterior_2_left", "wrist_left")
+STATE_NAMES = [*(f"joint_{i}" for i in range(7)), "gripper"]
+ACTION_NAMES = [*(f"joint_velocity_{i}" for i in range(7)), "gripper"]
+
+
+def convert(
+    raw_root: str | Path,
+    output: str | Path,
+    repo_id: str = "local/droid",
+    annotations: str | Path | None = None,
+    include_failures: bool = False,
+    cameras: Sequence[str] = CAMERAS,
+) -> int:
+    """Convert every episode below ``raw_root``; returns how many were written."""
+    labels = json.loads(Path(annotations).read_text()) if annotations else None
+    episodes = [read_episode(path, labels) for path in find_episodes(raw_root)]
+    if not include_failures:
+        episodes = [e for e in episodes if e.success is not False and "failure" not in e.path.parts]
+    if not episodes:
+        raise FileNotFoundError(
+            f"no {'' if include_failures else 'successful '}DROID episode below {raw_root}"
+        )
+    recorded = [c for c in cameras if all(c in e.cameras for e in episodes)]
+    features = {f"observation.images.{c}": image_feature(IMAGE_HEIGHT, IMAGE_WIDTH) for c in recorded}
+    features["observation.state"] = vector_feature(STATE_NAMES)
+    features["action"] = vector_feature(ACTION_NAMES)
+    with DatasetRecorder(output, repo_id, FPS, features, robot_type="panda") as recorder:
+        for episode in tqdm(episodes, desc=f"DROID → {output}", dynamic_ncols=True):
+            for step in episode.steps():
+                frame = {f"observation.images.{c}": _resize(step.images[c]) for c in recorded}
+                frame["observation.state"] = np.concatenate([step.joint_position, step.gripper_position])
+                frame["action"] = step.action
+                recorder.add_frame(frame, task=episode.instruction or "do something")
+            recorder.save_episode()
+    return len(episodes)
+
+
+def _resize(image: np.ndarray) -> np.ndarray:
+    if image.shape[:2] == (IMAGE_HEIGHT, IMAGE_WIDTH):
+        return image
+    return np.asarray(Image.fromarray(image).resize((IMAGE_WIDTH, IMAGE_HEIGHT), Image.BICUBIC))

@@ -1,0 +1,119 @@
+"""Read DROID's raw recordings: ``trajectory.h5`` + ``recordings/MP4/<serial>.mp4`` per episode.
+
+Layout (droid-dataset/droid): per-step datasets of shape ``(T, …)`` under ``observation/robot_state``
+and ``action``; ``observation/camera_type/<serial>`` is 0 for the wrist camera and 1 for exterior
+ones; ``<serial>.mp4`` holds the left view, frame ``i`` recorded at control step ``i`` (15 Hz; the
+container's frame rate is not trusted). The instruction comes from DROID's aggregated annotations
+(keyed by the episode uuid) when given, else the collector's ``current_task``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+WRIST, EXTERIOR = 0, 1
+
+
+@dataclass
+class DroidStep:
+    images: dict[str, np.ndarray]  # exterior_1_left, exterior_2_left (when recorded), wrist_left: HWC uint8
+    joint_position: np.ndarray  # (7,)
+    gripper_position: np.ndarray  # (1,)
+    action: np.ndarray  # (8,): joint velocity (7) + gripper position
+
+
+@dataclass
+class DroidEpisode:
+    path: Path
+    uuid: str
+    instruction: str
+    success: bool | None
+    length: int
+    cameras: dict[str, str]  # our camera name → serial
+
+    def steps(self) -> Iterator[DroidStep]:
+        import h5py
+
+        frames = {
+            name: _decode(self.path / "recordings" / "MP4" / f"{serial}.mp4")
+            for name, serial in self.cameras.items()
+        }
+        with h5py.File(self.path / "trajectory.h5", "r") as h5:
+            joints = h5["observation/robot_state/joint_positions"][:]
+            gripper = h5["observation/robot_state/gripper_position"][:]
+            velocity = h5["action/joint_velocity"][:]
+            gripper_target = h5["action/gripper_position"][:]
+        for index in range(self.length):
+            images = {}
+            for name, stream in frames.items():
+                frame = next(stream, None)
+                if frame is None:
+                    raise ValueError(
+                        f"{self.path}: the {name} video ends before step {index} of {self.length}"
+                    )
+                images[name] = frame
+            yield DroidStep(
+                images,
+                joints[index].astype(np.float32),
+                np.atleast_1d(gripper[index]).astype(np.float32),
+                np.concatenate([velocity[index], np.atleast_1d(gripper_target[index])]).astype(np.float32),
+            )
+
+
+def read_episode(
+    path: str | Path, annotations: Mapping[str, Mapping[str, str]] | None = None
+) -> DroidEpisode:
+    """An episode directory (holding ``trajectory.h5``); its cameras, length, instruction and outcome."""
+    import h5py
+
+    path = Path(path)
+    metadata_files = sorted(path.glob("metadata_*.json"))
+    metadata = json.loads(metadata_files[0].read_text()) if metadata_files else {}
+    uuid = metadata.get("uuid") or (metadata_files[0].stem.split("_", 1)[-1] if metadata_files else path.name)
+    with h5py.File(path / "trajectory.h5", "r") as h5:
+        length = len(h5["observation/robot_state/joint_positions"])
+        types = {
+            serial: int(np.asarray(h5[f"observation/camera_type/{serial}"]).reshape(-1)[0])
+            for serial in h5["observation/camera_type"]
+        }
+        current_task = h5.attrs.get("current_task", "")
+        success = h5.attrs.get("success")
+    wrist = [serial for serial, kind in types.items() if kind == WRIST]
+    exterior = sorted(serial for serial, kind in types.items() if kind == EXTERIOR)
+    if len(wrist) != 1 or not exterior:
+        raise ValueError(
+            f"{path}: expected one wrist and at least one exterior camera, got camera types {types}"
+        )
+    cameras = {"exterior_1_left": exterior[0], "wrist_left": wrist[0]}
+    if len(exterior) > 1:
+        cameras["exterior_2_left"] = exterior[1]
+    instruction = (
+        (annotations or {}).get(uuid, {}).get("language_instruction1")
+        or metadata.get("current_task")
+        or current_task
+    )
+    if isinstance(instruction, bytes):
+        instruction = instruction.decode()
+    return DroidEpisode(
+        path, uuid, str(instruction), None if success is None else bool(success), length, cameras
+    )
+
+
+def find_episodes(root: str | Path) -> list[Path]:
+    """Every episode directory below ``root`` (those holding a ``trajectory.h5``), sorted."""
+    return sorted(p.parent for p in Path(root).rglob("trajectory.h5"))
+
+
+def _decode(video: Path) -> Iterator[np.ndarray]:
+    import av
+
+    if not video.is_file():
+        raise FileNotFoundError(f"{video} is missing (DROID's left-view MP4 of this camera)")
+    with av.open(str(video)) as container:
+        for frame in container.decode(video=0):
+            yield frame.to_ndarray(format="rgb24")

@@ -1,0 +1,34 @@
+"""Convert DROID raw recordings (trajectory.h5 + MP4s per episode) into a LeRobot dataset for env=droid.
+
+python scripts/convert_droid.py /data/droid_raw/my_lab data/droid_my_lab
+python scripts/convert_droid.py /data/droid_raw data/droid --annotations aggregated-annotations-030724.json
+python train.py env=droid env.dataset.root=data/droid evaluate=false backbone=pi05 head=flow
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from envs.droid.convert import convert  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("raw", help="a directory holding DROID episode directories (with trajectory.h5)")
+    parser.add_argument("output", help="the new LeRobot dataset's directory")
+    parser.add_argument("--repo-id", default="local/droid")
+    parser.add_argument("--annotations", help="DROID's aggregated language annotations (json, keyed by uuid)")
+    parser.add_argument("--include-failures", action="store_true")
+    args = parser.parse_args(argv)
+    count = convert(args.raw, args.output, args.repo_id, args.annotations, args.include_failures)
+    print(f"{count} episodes → {args.output}")
+    return count
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""DROID: raw recordings → LeRobot dataset → training → served to a robot-side client on loopback."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from droid_data import frame, write_raw_episode
+from helpers import compose_train
+
+from envs.droid.client import DroidPolicyClient
+from envs.droid.convert import IMAGE_HEIGHT, IMAGE_WIDTH, convert
+from envs.droid.raw import read_episode
+from envs.droid.transforms import policy_input, resize_with_pad, robot_action
+from vla_train.evaluation import local_policy_fn
+from vla_train.serving.client import PolicyServerError, RemotePolicy
+
+pytestmark = pytest.mark.slow
+STEPS = 12
+
+
+@pytest.fixture(scope="module")
+def droid(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("droid")
+    raw = root / "raw"
+    good = [
+        write_raw_episode(raw, f"Wed_Nov_25_10:00:0{i}_2026", STEPS, "put the cube on the plate", True, i)
+        for i in range(2)
+    ]
+    write_raw_episode(raw, "Wed_Nov_25_11:00:00_2026", 5, "knock the cup over", False, 9)
+    annotations = root / "annotations.json"
+    uuid = read_episode(good[1]).uuid
+    annotations.write_text(json.dumps({uuid: {"language_instruction1": "place the cube onto the plate"}}))
+    dataset = root / "dataset"
+    assert convert(raw, dataset, annotations=annotations) == 2  # the failed episode is left out
+    return {"raw": raw, "episodes": good, "dataset": dataset, "annotations": annotations}
+
+
+def test_raw_episodes_are_read_with_their_cameras_and_instruction(droid) -> None:
+    labels = json.loads(droid["annotations"].read_text())
+    first, second = (read_episode(path, labels) for path in droid["episodes"])
+    assert first.cameras == {
+        "exterior_1_left": "11111111",
+        "wrist_left": "33333333",
+        "exterior_2_left": "22222222",
+    }
+    assert (
+        first.instruction == "put the cube on the plate"
+        and second.instruction == "place the cube onto the plate"
+    )
+    steps = list(first.steps())
+    assert len(steps) == STEPS and steps[0].action.shape == (8,) and steps[0].joint_position.shape == (7,)
+    decoded = steps[3].images["wrist_left"].astype(float)
+    assert np.abs(decoded - frame(3, 2, 72, 128)).mean() < 6  # the video holds step 3's frame
+
+
+def test_converted_dataset_and_training_layout(droid, tmp_path: Path) -> None:
+    from vla_train.training import build_env_adapter
+
+    cfg = compose_train(["env=droid", f"env.dataset.root={droid['dataset']}", "env.image_size=64"], tmp_path)
+    data = build_env_adapter(cfg.env).training_data()
+    assert len(data.dataset) == 2 * STEPS
+    sample = data.dataset[STEPS + 2]  # second episode, step 2
+    assert sample["images"].shape == (2, 3, 64, 64) and sample["actions"].shape == (16, 8)
+    assert sample["instruction"] == "place the cube onto the plate"
+    raw = list(read_episode(droid["episodes"][1]).steps())[2]
+    np.testing.assert_allclose(
+        sample["state"].numpy(), np.concatenate([raw.joint_position, raw.gripper_position]), atol=1e-6
+    )
+    np.testing.assert_allclose(sample["actions"][0].numpy(), raw.action, atol=1e-6)
+    # 320×180 stored → 64×36 resized and zero-padded to 64×64, as the robot client does it
+    assert (
+        float(sample["images"][:, :, :10].abs().max()) == 0.0
+        and float(sample["images"][:, :, 20:40].mean()) > 0
+    )
+    assert data.stats["action"]["mean"].shape == (8,)
+
+
+def test_trained_policy_served_to_the_robot_client(droid, tmp_path: Path) -> None:
+    from vla_train import train
+
+    run = tmp_path / "run"
+    metrics = train(
+        compose_train(
+            [
+                "env=droid",
+                f"env.dataset.root={droid['dataset']}",
+                "env.image_size=64",
+                "backbone=tiny",
+                "backbone.image_size=64",
+                "trainer=tiny",
+                "trainer.steps=3",
+                "logger=none",
+            ],
+            run,
+        )
+    )
+    assert metrics["step"] == 3 and "eval/success_rate" not in metrics  # no simulator to evaluate in
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+    from serve import build_server
+
+    server = build_server(str(run), [], "127.0.0.1", 0, device="cpu").start()
+    try:
+        client = DroidPolicyClient(server.uri)
+        steps = list(read_episode(droid["episodes"][0]).steps())
+        for step in steps[:3]:  # replay the recording as live observations
+            commands = client.act(
+                step.images["exterior_1_left"],
+                step.images["wrist_left"],
+                step.joint_position,
+                step.gripper_position,
+                "put the cube on the plate",
+            )
+            assert commands.shape == (16, 8) and np.abs(commands).max() <= 1.0
+            assert set(np.unique(commands[:, -1])) <= {0.0, 1.0}
+        assert len(client.latencies) == 3 and all(0 < t < 30 for t in client.latencies)
+        # the served chunk is the policy's own prediction on the same input
+        from vla_train.inference import load_policy
+
+        _, policy, _ = load_policy(str(run), device="cpu")
+        live = policy_input(
+            steps[0].images["exterior_1_left"],
+            steps[0].images["wrist_left"],
+            steps[0].joint_position,
+            steps[0].gripper_position,
+            "put the cube on the plate",
+            64,
+        )
+        with RemotePolicy(server.uri) as remote:
+            np.testing.assert_array_equal(remote([live]), local_policy_fn(policy)([live]))
+            with pytest.raises(PolicyServerError, match="state"):
+                remote([{**live, "state": np.zeros(5, np.float32)}])
+            assert remote([live]).shape == (1, 16, 8)  # the connection survived the bad request
+        client.close()
+    finally:
+        server.stop()
+
+
+def test_transforms_keep_aspect_and_command_the_gripper() -> None:
+    image = np.full((IMAGE_HEIGHT, IMAGE_WIDTH, 3), 200, np.uint8)
+    padded = resize_with_pad(image, 64)
+    assert padded.shape == (64, 64, 3) and padded[0].max() == 0 and padded[32].min() == 200
+    assert resize_with_pad(padded, 64) is padded
+    np.testing.assert_array_equal(
+        robot_action(np.array([2.0, -3.0, 0.1, 0, 0, 0, 0, 0.7])), [1, -1, 0.1, 0, 0, 0, 0, 1]
+    )
