@@ -8,15 +8,22 @@ evaluator (on live observations), so the two can never drift apart.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from vla_train.data.cache import InMemoryDataset
+from vla_train.data.lerobot_io import TransformedDataset, dataset_statistics, load_lerobot_dataset
 from vla_train.rollout import EpisodeSpec
+
+#: the LeRobot feature names every environment's dataset uses for the robot state and the action
+STATE_KEY = "observation.state"
+ACTION_KEY = "action"
 
 
 @dataclass
@@ -42,6 +49,21 @@ class EnvAdapter:
 
     # --- data -------------------------------------------------------------------------------------
     def training_data(self) -> TrainingData:
+        raise NotImplementedError
+
+    def lerobot_training_data(self, root: str | Path | None, episodes: Sequence[int] | None) -> TrainingData:
+        """``env.dataset`` as policy samples: action chunks of ``chunk_size``, the dataset's statistics,
+        :meth:`sample_to_policy` applied per frame, cached in memory when ``dataset.cache_in_memory``."""
+        dataset_cfg = self.cfg.dataset
+        frames = load_lerobot_dataset(dataset_cfg.repo_id, root, ACTION_KEY, self.cfg.chunk_size, episodes)
+        stats = dataset_statistics(frames, [STATE_KEY, ACTION_KEY])
+        dataset: torch.utils.data.Dataset = TransformedDataset(frames, self.sample_to_policy)
+        if dataset_cfg.cache_in_memory:
+            dataset = InMemoryDataset(dataset, description=f"caching {dataset_cfg.repo_id}")
+        return TrainingData(dataset, stats, STATE_KEY, ACTION_KEY)
+
+    def sample_to_policy(self, sample: Mapping[str, Any]) -> dict[str, Any]:
+        """A dataset frame → a policy training sample (the layout above)."""
         raise NotImplementedError
 
     # --- rollouts ---------------------------------------------------------------------------------

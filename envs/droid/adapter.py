@@ -11,27 +11,14 @@ from typing import Any
 
 import torch
 
-from envs.base import EnvAdapter, TrainingData
+from envs.base import ACTION_KEY, STATE_KEY, EnvAdapter, TrainingData
 from envs.droid.transforms import policy_input
-from vla_train.data.cache import InMemoryDataset
-from vla_train.data.lerobot_io import TransformedDataset, dataset_statistics, load_lerobot_dataset
 from vla_train.rollout import EpisodeSpec
-
-STATE_KEY = "observation.state"
-ACTION_KEY = "action"
 
 
 class DroidAdapter(EnvAdapter):
     def training_data(self) -> TrainingData:
-        dataset_cfg = self.cfg.dataset
-        frames = load_lerobot_dataset(
-            dataset_cfg.repo_id, dataset_cfg.root, ACTION_KEY, self.cfg.chunk_size, dataset_cfg.episodes
-        )
-        stats = dataset_statistics(frames, [STATE_KEY, ACTION_KEY])
-        dataset: torch.utils.data.Dataset = TransformedDataset(frames, self.sample_to_policy)
-        if dataset_cfg.cache_in_memory:
-            dataset = InMemoryDataset(dataset, description=f"caching {dataset_cfg.repo_id}")
-        return TrainingData(dataset, stats, STATE_KEY, ACTION_KEY)
+        return self.lerobot_training_data(self.cfg.dataset.root, self.cfg.dataset.episodes)
 
     def sample_to_policy(self, sample: Mapping[str, Any]) -> dict[str, Any]:
         """A dataset frame → the policy input the robot client builds live (same function)."""

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from envs.base import EnvAdapter, TrainingData
+from envs.base import ACTION_KEY, STATE_KEY, EnvAdapter, TrainingData
 from envs.libero.env import (
     LiberoRolloutEnv,
     LiberoSettings,
@@ -25,12 +25,7 @@ from envs.libero.env import (
     protocol_episodes,
     suite_tasks,
 )
-from vla_train.data.cache import InMemoryDataset
-from vla_train.data.lerobot_io import TransformedDataset, dataset_statistics, load_lerobot_dataset
 from vla_train.rollout import EpisodeSpec
-
-STATE_KEY = "observation.state"
-ACTION_KEY = "action"
 
 
 class LiberoAdapter(EnvAdapter):
@@ -64,14 +59,7 @@ class LiberoAdapter(EnvAdapter):
         episodes = dataset_cfg.episodes
         if episodes is None:
             episodes = self.suite_episodes()
-        frames = load_lerobot_dataset(
-            dataset_cfg.repo_id, dataset_cfg.root, ACTION_KEY, self.cfg.chunk_size, episodes
-        )
-        stats = dataset_statistics(frames, [STATE_KEY, ACTION_KEY])
-        dataset: torch.utils.data.Dataset = TransformedDataset(frames, self.sample_to_policy)
-        if dataset_cfg.cache_in_memory:
-            dataset = InMemoryDataset(dataset, description=f"caching {dataset_cfg.repo_id}")
-        return TrainingData(dataset, stats, STATE_KEY, ACTION_KEY)
+        return self.lerobot_training_data(dataset_cfg.root, episodes)
 
     def suite_episodes(self) -> list[int]:
         """Episodes of the dataset whose task is one of this suite's instructions."""

@@ -21,23 +21,17 @@ import torch
 from scipy.spatial.transform import Rotation
 from tqdm.auto import tqdm
 
-from envs.base import EnvAdapter, TrainingData
+from envs.base import ACTION_KEY, STATE_KEY, EnvAdapter, TrainingData
 from envs.robosuite.expert import LiftExpert
 from envs.robosuite.runtime import import_robosuite
-from vla_train.data.cache import InMemoryDataset
 from vla_train.data.lerobot_io import (
     DatasetRecorder,
-    TransformedDataset,
-    dataset_statistics,
     image_feature,
     is_complete,
-    load_lerobot_dataset,
     vector_feature,
 )
 from vla_train.rollout import EpisodeSpec
 
-STATE_KEY = "observation.state"
-ACTION_KEY = "action"
 STATE_NAMES = ("eef_x", "eef_y", "eef_z", "eef_rx", "eef_ry", "eef_rz", "gripper_left", "gripper_right")
 ACTION_NAMES = ("dx", "dy", "dz", "drx", "dry", "drz", "gripper")
 VIDEO_UPSCALE = 4
@@ -69,14 +63,7 @@ class RobosuiteLiftAdapter(EnvAdapter):
                     "record expert demonstrations there"
                 )
             self.generate_demonstrations(root, dataset_cfg.num_demos)
-        frames = load_lerobot_dataset(
-            dataset_cfg.repo_id, root, ACTION_KEY, self.cfg.chunk_size, dataset_cfg.episodes
-        )
-        stats = dataset_statistics(frames, [STATE_KEY, ACTION_KEY])
-        dataset: torch.utils.data.Dataset = TransformedDataset(frames, self.sample_to_policy)
-        if dataset_cfg.cache_in_memory:
-            dataset = InMemoryDataset(dataset, description=f"caching {dataset_cfg.repo_id}")
-        return TrainingData(dataset, stats, STATE_KEY, ACTION_KEY)
+        return self.lerobot_training_data(root, dataset_cfg.episodes)
 
     def sample_to_policy(self, sample: Mapping[str, Any]) -> dict[str, Any]:
         """A LeRobot frame (images CHW in [0, 1], action chunk) → a policy training sample."""
