@@ -289,3 +289,33 @@ def test_real_backbone_classes_train_and_evaluate(
     )
     assert metrics["step"] == 4 and math.isfinite(metrics["train/loss"])
     assert metrics["eval/episodes"] == 1
+
+
+def test_two_process_ddp_run_trains_with_the_single_process_schedule(
+    lift_dataset: Path, tmp_path: Path
+) -> None:
+    """DDP on CPU (gloo) through torchrun, as `accelerate launch --multi_gpu` runs it on GPUs."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = ["trainer.steps=4", "trainer.batch_size=4", "trainer.log_every=1", "trainer.cpu=true"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={port}",
+        *_train_command(lift_dataset, *settings, f"hydra.run.dir={tmp_path / 'ddp'}")[1:],
+    ]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    train(tiny_run(lift_dataset, tmp_path / "single", *settings))
+    ddp, single = (read_metrics(tmp_path / run / "metrics.jsonl") for run in ("ddp", "single"))
+    learning_rates = [[m["train/lr"] for m in log if "train/lr" in m] for log in (ddp, single)]
+    assert (
+        learning_rates[0] == learning_rates[1] and len(learning_rates[0]) == 4
+    )  # logged once, same schedule
+    assert all(math.isfinite(m["train/loss"]) for m in ddp if "train/loss" in m)
+    assert list_checkpoints(tmp_path / "ddp")[-1].name == "step_0000004"
