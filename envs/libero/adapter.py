@@ -37,7 +37,7 @@ class LiberoAdapter(EnvAdapter):
             num_steps_wait=sim.num_steps_wait,
             hard_reset=sim.hard_reset,
             assets_dir=sim.assets_dir,
-            config_dir=sim.get("config_dir"),
+            config_dir=sim.config_dir,
             fps=sim.control_fps,
         )
 
