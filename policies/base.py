@@ -9,7 +9,8 @@ is the one that knows what it is.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -103,12 +104,15 @@ class BackboneOutput:
             heads that read intermediate layers (VLA-Adapter's bridge attention).
         query_layer_tokens: per-layer hidden states ``(L + 1) × (B, Q, D)`` at the positions of the
             head's query embeddings, when the head passed any (:meth:`ActionHead.backbone_queries`).
+        layer_keys_values: per-layer attention keys and values ``L × ((B, kv_heads, T, d), …)``, rotary
+            embedding applied, for a head that attends jointly with the backbone (π0.5's action expert).
     """
 
     tokens: torch.Tensor
     mask: torch.Tensor
     layer_tokens: tuple[torch.Tensor, ...] | None = None
     query_layer_tokens: tuple[torch.Tensor, ...] | None = None
+    layer_keys_values: tuple[tuple[torch.Tensor, torch.Tensor], ...] | None = None
 
 
 def with_queries(
@@ -146,11 +150,29 @@ def freeze_parts(parts: Mapping[str, Sequence[nn.Module]], requested: Iterable[s
             module.requires_grad_(False)
 
 
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """Build parameters directly in ``dtype`` (billions of parameters are not built in fp32 only to be
+    cast), while buffers that libraries create in fp32 on purpose (rotary frequencies) stay fp32."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
 class Backbone(nn.Module):
-    """Images + instruction → feature tokens. Subclasses set ``hidden_size`` and ``num_layers``."""
+    """Images + instruction → feature tokens. Subclasses set ``hidden_size`` and ``num_layers``.
+
+    A backbone that reads the robot state (π0.5 writes it into its prompt) sets ``takes_state`` and
+    gets the normalized state as ``forward(..., state=)``.
+    """
 
     hidden_size: int
     num_layers: int
+    takes_state: bool = False
+    accepts_queries: bool = True
 
     def forward(
         self, images: torch.Tensor, instructions: list[str], queries: torch.Tensor | None = None
@@ -168,7 +190,13 @@ class Backbone(nn.Module):
 
 
 class ActionHead(nn.Module):
-    """Backbone features + state → action chunk. Works in normalized action space."""
+    """Backbone features + state → action chunk. Works in normalized action space.
+
+    ``normalization``: how the policy normalizes state and actions for this head (a
+    :class:`~policies.vla_policy.Normalizer` mode), part of the head's definition (π0.5: quantiles).
+    """
+
+    normalization: str = "mean_std"
 
     def backbone_queries(self, batch_size: int) -> torch.Tensor | None:
         """Embeddings the backbone should run after the instruction, or None (the default)."""

@@ -11,14 +11,16 @@ from torch import nn
 
 from policies.base import ActionHead, Backbone, BackboneOutput, OptimizerRules
 
-NORMALIZATION_MODES = ("mean_std", "min_max", "identity")
+NORMALIZATION_MODES = ("mean_std", "min_max", "quantile", "identity")
+STATISTICS = {"mean_std": ("mean", "std"), "min_max": ("min", "max"), "quantile": ("q01", "q99")}
 
 
 class Normalizer(nn.Module):
     """Maps a feature to a normalized space and back; statistics live in buffers, so in checkpoints.
 
     ``mean_std``: ``(x − mean) / std``; ``min_max``: to [−1, 1] (the bounds normalization of
-    OpenVLA-style ℓ1 heads); ``identity``: unchanged.
+    OpenVLA-style ℓ1 heads); ``quantile``: the 1st and 99th percentiles to [−1, 1], as openpi computes
+    it for π0.5 (``(x − q01) / (q99 − q01 + 1e-6) · 2 − 1``, no clipping); ``identity``: unchanged.
     """
 
     def __init__(self, size: int, mode: str = "mean_std") -> None:
@@ -33,7 +35,7 @@ class Normalizer(nn.Module):
         """Take ``mean``/``std`` or ``min``/``max`` (as in a LeRobot dataset's ``meta.stats[name]``)."""
         if self.mode == "identity":
             return
-        keys = ("mean", "std") if self.mode == "mean_std" else ("min", "max")
+        keys = STATISTICS[self.mode]
         missing = [key for key in keys if key not in stats]
         if missing:
             raise KeyError(f"normalization statistics for {name!r} lack {missing} (have {sorted(stats)})")
@@ -45,15 +47,22 @@ class Normalizer(nn.Module):
         if self.mode == "mean_std":
             self.shift.copy_(first)
             self.scale.copy_(second.clamp_min(1e-6))
-        else:
+        elif self.mode == "min_max":
             self.shift.copy_((first + second) / 2)
             self.scale.copy_(((second - first) / 2).clamp_min(1e-6))
+        else:  # from q01 rather than the midpoint: exact where q01 = q99 (a constant dimension)
+            self.shift.copy_(first)
+            self.scale.copy_((second - first + 1e-6) / 2)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.shift) / self.scale
+        return (x - self.shift) / self.scale - self.offset
 
     def unnormalize(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.scale + self.shift
+        return (x + self.offset) * self.scale + self.shift
+
+    @property
+    def offset(self) -> float:
+        return 1.0 if self.mode == "quantile" else 0.0
 
 
 class VLAPolicy(nn.Module):
@@ -62,9 +71,10 @@ class VLAPolicy(nn.Module):
     Args:
         backbone: any :class:`Backbone`.
         head: a factory (Hydra ``_partial_``) taking ``context_dim``, ``action_dim``, ``state_dim`` and
-            ``chunk_size`` (and ``context_layers`` if it asks for it), so that any head fits any backbone
-            without hand-matched widths.
+            ``chunk_size`` (and ``context_layers`` or ``backbone_attention`` if it asks for them), so that
+            any head fits any backbone without hand-matched widths.
         n_action_steps: actions executed from each predicted chunk before predicting again.
+        state_normalization, action_normalization: :class:`Normalizer` modes; None: the head's own.
     """
 
     def __init__(
@@ -75,8 +85,8 @@ class VLAPolicy(nn.Module):
         state_dim: int,
         chunk_size: int,
         n_action_steps: int | None = None,
-        state_normalization: str = "mean_std",
-        action_normalization: str = "mean_std",
+        state_normalization: str | None = None,
+        action_normalization: str | None = None,
     ) -> None:
         super().__init__()
         n_action_steps = chunk_size if n_action_steps is None else n_action_steps
@@ -89,13 +99,27 @@ class VLAPolicy(nn.Module):
             state_dim=state_dim,
             chunk_size=chunk_size,
         )
-        if "context_layers" in inspect.signature(head).parameters:
+        wanted = inspect.signature(head).parameters
+        if "context_layers" in wanted:
             sizes["context_layers"] = backbone.num_layers
+        if "backbone_attention" in wanted:
+            if getattr(backbone, "attention_geometry", None) is None:
+                raise ValueError(
+                    f"this head attends jointly with its backbone's layers, which {type(backbone).__name__} "
+                    "does not expose: pair head=pi05 with backbone=pi05 (or pi05_tiny)"
+                )
+            sizes["backbone_attention"] = backbone.attention_geometry
         self.head = head(**sizes)
+        if not backbone.accepts_queries and self.head.backbone_queries(1) is not None:
+            raise ValueError(
+                f"{type(self.head).__name__} runs queries through the backbone, which "
+                f"{type(backbone).__name__} does not take; with backbone=pi05 use its action expert, "
+                "head=pi05"
+            )
         self.action_dim, self.state_dim, self.chunk_size = action_dim, state_dim, chunk_size
         self.n_action_steps = n_action_steps
-        self.state_normalizer = Normalizer(state_dim, state_normalization)
-        self.action_normalizer = Normalizer(action_dim, action_normalization)
+        self.state_normalizer = Normalizer(state_dim, state_normalization or self.head.normalization)
+        self.action_normalizer = Normalizer(action_dim, action_normalization or self.head.normalization)
         self._action_queue: deque[torch.Tensor] = deque()
 
     def set_normalization(
@@ -108,27 +132,32 @@ class VLAPolicy(nn.Module):
         self, batch: Mapping[str, torch.Tensor | list[str]], generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """Training loss of a batch: images, instruction, state, actions, action_is_pad."""
-        features = self.encode(batch)
+        state = self.state_normalizer.normalize(batch["state"])
+        features = self.encode(batch, state)
         return self.head.loss(
             features,
-            self.state_normalizer.normalize(batch["state"]),
+            state,
             self.action_normalizer.normalize(batch["actions"]),
             batch["action_is_pad"],
             generator=generator,
         )
 
-    def encode(self, inputs: Mapping[str, torch.Tensor | list[str]]) -> BackboneOutput:
-        """Backbone features of images + instruction (with the head's queries, if it has any)."""
+    def encode(self, inputs: Mapping[str, torch.Tensor | list[str]], state: torch.Tensor) -> BackboneOutput:
+        """Backbone features of images + instruction (with the head's queries, if it has any, and the
+        normalized ``state`` if the backbone reads it)."""
         images = inputs["images"]
-        return self.backbone(images, inputs["instruction"], queries=self.head.backbone_queries(len(images)))
+        queries = self.head.backbone_queries(len(images))
+        if self.backbone.takes_state:
+            return self.backbone(images, inputs["instruction"], queries=queries, state=state)
+        return self.backbone(images, inputs["instruction"], queries=queries)
 
     @torch.no_grad()
     def predict_action_chunk(
         self, observation: Mapping[str, torch.Tensor | list[str]], generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """``(B, chunk, A)`` actions in the environment's units."""
-        features = self.encode(observation)
-        chunk = self.head.predict(features, self.state_normalizer.normalize(observation["state"]), generator)
+        state = self.state_normalizer.normalize(observation["state"])
+        chunk = self.head.predict(self.encode(observation, state), state, generator)
         return self.action_normalizer.unnormalize(chunk)
 
     @torch.no_grad()

@@ -6,6 +6,7 @@ step time and the peak GPU memory. The ``_tiny`` backbones run anywhere (that is
 
     python scripts/bench_step.py --backbone prismatic_qwen25 --head l1 --batch 8     # VLA-Adapter, GPU
     python scripts/bench_step.py --backbone qwen3_vl --head flow --batch 8           # VLANeXt, GPU
+    python scripts/bench_step.py --backbone pi05 --head pi05 --batch 8 --chunk 16    # π0.5 (DROID), GPU
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from param_counts import build_backbone  # noqa: E402
 from policies.vla_policy import VLAPolicy  # noqa: E402
 from vla_train.config import register_configs  # noqa: E402
 
-FULL_SIZE = ("prismatic_qwen25", "qwen3_vl")
+FULL_SIZE = ("prismatic_qwen25", "qwen3_vl", "pi05")
 
 
 def build_policy(backbone_name: str, head_name: str, chunk: int, device: torch.device) -> VLAPolicy:

@@ -4,7 +4,8 @@ No weights are downloaded: the architectures come from ``policies/backbones/arch
 published configs) and timm's model definitions. Each backbone is wrapped in a ``VLAPolicy`` with the
 configured head, and the counts are what ``build_modality_optimizer`` assigns.
 
-    python scripts/param_counts.py                     # both backbones, l1 and flow heads
+    python scripts/param_counts.py                     # every backbone with its paper's head(s)
+    python scripts/param_counts.py --backbones pi05    # π0.5 (PaliGemma-3B + Gemma-300M expert)
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from policies.backbones.architectures import QWEN3_VL_2B, QWEN25_05B
+from policies.backbones.architectures import GEMMA_300M_EXPERT, PALIGEMMA_3B, QWEN3_VL_2B, QWEN25_05B
+from policies.backbones.pi05 import PI05Backbone
 from policies.backbones.prismatic import PrismaticBackbone
 from policies.backbones.qwen3_vl import Qwen3VLBackbone
 from policies.vla_policy import VLAPolicy
@@ -24,7 +26,13 @@ from policies.vla_policy import VLAPolicy
 HEADS = {
     "l1": {"_target_": "policies.heads.l1.L1RegressionHead", "_partial_": True},
     "flow": {"_target_": "policies.heads.flow.FlowMatchingHead", "_partial_": True},
+    "pi05": {"_target_": "policies.heads.pi05.PI05ActionExpert", "_partial_": True, **GEMMA_300M_EXPERT},
 }
+#: the heads each backbone's paper pairs it with
+PAPER_HEADS = {"prismatic_qwen25": ["l1", "flow"], "qwen3_vl": ["l1", "flow"], "pi05": ["pi05"]}
+#: published π0.5 checkpoints also hold an ``lm_head`` for the expert (vocabulary × expert width) that
+#: π0.5 never uses; the published total (lerobot/pi05_base: 3,616,757,520) includes it
+PI05_UNUSED_EXPERT_LM_HEAD = PALIGEMMA_3B["vocab_size"] * GEMMA_300M_EXPERT["width"]
 
 
 def build_backbone(name: str) -> torch.nn.Module:
@@ -32,6 +40,9 @@ def build_backbone(name: str) -> torch.nn.Module:
         return PrismaticBackbone(pretrained_vision=False, language_config=QWEN25_05B, dtype="float32")
     if name == "qwen3_vl":
         return Qwen3VLBackbone(pretrained=None, config=QWEN3_VL_2B)
+    if name == "pi05":
+        # no download: a byte tokenizer instead of PaliGemma's (prompts a few dozen tokens longer)
+        return PI05Backbone(pretrained=None, config=PALIGEMMA_3B, tokenizer=None, dtype="float32")
     raise ValueError(f"unknown backbone {name!r}")
 
 
@@ -39,32 +50,35 @@ def count(backbone_name: str, head_name: str) -> dict[tuple[str, str], int]:
     with torch.device("meta"):
         backbone = build_backbone(backbone_name)
         head = instantiate(OmegaConf.create(HEADS[head_name]))
-        policy = VLAPolicy(backbone, head, action_dim=7, state_dim=8, chunk_size=8)
+        policy = VLAPolicy(backbone, head, action_dim=8, state_dim=8, chunk_size=16)
     totals: dict[tuple[str, str], int] = defaultdict(int)
     for a in policy.optimizer_rules().assign(policy.named_parameters()).values():
         totals[(a.modality, a.algorithm)] += a.parameter.numel()
+    frozen = sum(p.numel() for p in policy.parameters() if not p.requires_grad)
+    if frozen:  # built in, not trained (π0.5: the VLM's last-layer output path, see its backbone)
+        totals[("untrained", "—")] = frozen
     return totals
 
 
 def training_state_bytes(totals: dict[tuple[str, str], int]) -> int:
     """Weights + gradients + optimizer state, by parameter counts: the backbone in bf16 (its config's
     ``dtype``), the head in fp32; AdamW keeps two moments per parameter, the spectral optimizers one
-    momentum buffer."""
+    momentum buffer; untrained parameters only their weights."""
     total = 0
     for (modality, algorithm), count in totals.items():
         width = 4 if modality == "action" else 2
-        states = 2 if algorithm == "adamw" else 1
+        states = -2 if modality == "untrained" else 2 if algorithm == "adamw" else 1
         total += count * width * (2 + states)
     return total
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbones", nargs="+", default=["prismatic_qwen25", "qwen3_vl"])
-    parser.add_argument("--heads", nargs="+", default=["l1", "flow"])
+    parser.add_argument("--backbones", nargs="+", default=list(PAPER_HEADS), choices=list(PAPER_HEADS))
+    parser.add_argument("--heads", nargs="+", help="default: the heads of each backbone's paper")
     args = parser.parse_args()
     for backbone in args.backbones:
-        for head in args.heads:
+        for head in args.heads or PAPER_HEADS[backbone]:
             totals = count(backbone, head)
             print(f"\n{backbone} + head={head} (optimizer=pion assignment)")
             by_modality: dict[str, int] = defaultdict(int)
@@ -74,6 +88,13 @@ def main() -> None:
             summary = ", ".join(f"{m} {n / 1e6:.1f} M" for m, n in by_modality.items())
             print(f"  total {sum(totals.values()) / 1e6:.1f} M ({summary})")
             print(f"  training state ≈ {training_state_bytes(totals) / 2**30:.1f} GiB before activations")
+            if backbone == "pi05":
+                published = sum(totals.values()) + PI05_UNUSED_EXPERT_LM_HEAD
+                print(
+                    f"  + the expert's unused lm_head {PI05_UNUSED_EXPERT_LM_HEAD / 1e6:.1f} M "
+                    f"= {published:,} "
+                    "(lerobot/pi05_base publishes 3,616,757,520)"
+                )
 
 
 if __name__ == "__main__":

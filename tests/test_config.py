@@ -21,7 +21,9 @@ from vla_train.training import build_env_adapter
 ROOT = Path(__file__).resolve().parents[1]
 
 
-FULL_SIZE_BACKBONES = {"qwen3_vl": "qwen3_vl_tiny", "prismatic_qwen25": "prismatic_tiny"}
+FULL_SIZE_BACKBONES = {"qwen3_vl": "qwen3_vl_tiny", "prismatic_qwen25": "prismatic_tiny", "pi05": "pi05_tiny"}
+#: π0.5's VLM pairs only with its own action expert, and the expert only with π0.5's VLM
+PI05_BACKBONES, PI05_HEADS = {"pi05", "pi05_tiny"}, {"pi05", "pi05_tiny"}
 
 
 def options(group: str) -> list[str]:
@@ -73,6 +75,10 @@ def test_every_backbone_and_head_instantiate_together(backbone: str, head: str, 
         # full-size weights come from the hub; the same class is built from a tiny config in the twin
         twin = compose_train([f"backbone={FULL_SIZE_BACKBONES[backbone]}"], tmp_path)
         assert get_class(cfg.backbone._target_) is get_class(twin.backbone._target_)
+        return
+    if (backbone in PI05_BACKBONES) != (head in PI05_HEADS):
+        with pytest.raises(ValueError, match="pi05"):  # refused when built, naming the right pairing
+            tiny_policy(cfg)
         return
     policy = tiny_policy(cfg)
     assert sum(p.numel() for p in policy.parameters()) > 0
@@ -170,7 +176,11 @@ def test_train_py_exits_non_zero_naming_the_bad_override(override: str, names: s
     assert names in result.stderr + result.stdout
 
 
-TINY_TWINS = {"prismatic_qwen25": "prismatic_tiny", "qwen3_vl": "qwen3_vl_tiny"}
+TINY_TWINS = {"prismatic_qwen25": "prismatic_tiny", "qwen3_vl": "qwen3_vl_tiny", "pi05": "pi05_tiny"}
+TINY_HEADS = {"flow": "flow_tiny", "pi05": "pi05_tiny"}
+#: (global batch, learning rate): Table A1 for the LIBERO presets; Table A3 gives none for π0.5, which
+#: uses openpi's fine-tuning values
+PRESET_BATCH_AND_LR = {"vla_adapter": (64, 1e-4), "vlanext": (256, 1e-4), "pi05": (32, 2.5e-5)}
 
 
 def sweep_points(params) -> list[list[str]]:
@@ -188,7 +198,9 @@ def sweep_points(params) -> list[list[str]]:
 def test_every_paper_preset_and_sweep_point_composes_and_builds_tiny(preset: str, tmp_path: Path) -> None:
     cfg = compose_train([f"experiment={preset}"], tmp_path)
     backbone = cfg.hydra.runtime.choices.backbone
-    assert backbone in TINY_TWINS and cfg.trainer.batch_size in (64, 256) and cfg.optimizer.lr == 1e-4
+    family = next(name for name in PRESET_BATCH_AND_LR if preset.startswith(name))
+    assert backbone in TINY_TWINS
+    assert (cfg.trainer.batch_size, cfg.optimizer.lr) == PRESET_BATCH_AND_LR[family]
     names = set()
     for point in sweep_points(cfg.hydra.sweeper.params):
         swept = compose_train([f"experiment={preset}", *point], tmp_path)
@@ -200,11 +212,19 @@ def test_every_paper_preset_and_sweep_point_composes_and_builds_tiny(preset: str
         [
             f"experiment={preset}",
             f"backbone={TINY_TWINS[backbone]}",
-            f"head={'flow_tiny' if head == 'flow' else head}",
+            f"head={TINY_HEADS.get(head, head)}",
         ],
         tmp_path,
     )
     assert sum(p.numel() for p in tiny_policy(tiny).parameters()) > 0
+
+
+def test_pi05_preset_follows_table_a3(tmp_path: Path) -> None:
+    cfg = compose_train(["experiment=pi05_droid"], tmp_path)
+    assert cfg.trainer.steps == 20000 and cfg.env.name == "droid" and not cfg.evaluate
+    assert cfg.env.cameras == ["exterior_1_left", "wrist_left"]  # one third-view + one wrist camera
+    assert cfg.head.pretrained == cfg.backbone.pretrained == "lerobot/pi05_base"
+    assert cfg.hydra.sweeper.params.optimizer == "adamw,muon,pion"  # configurations (i)–(iii)
 
 
 def test_paper_step_budgets_follow_table_a1(tmp_path: Path) -> None:

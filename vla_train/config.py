@@ -75,6 +75,22 @@ class PrismaticBackboneConfig:
 
 
 @dataclass
+class PI05BackboneConfig:
+    """π0.5's PaliGemma from ``lerobot/pi05_base`` (or a local copy); tiny variants set ``config``."""
+
+    _target_: str = "policies.backbones.pi05.PI05Backbone"
+    pretrained: str | None = "lerobot/pi05_base"
+    config: Any = None
+    tokenizer: str | None = "google/paligemma-3b-pt-224"
+    image_size: int = 224
+    dtype: str = "bfloat16"
+    max_token_len: int = 200
+    discrete_state: bool = True
+    gradient_checkpointing: bool = False
+    freeze: list[str] = field(default_factory=list)
+
+
+@dataclass
 class HeadConfig:
     """Shared by all heads; built with ``_partial_`` because widths come from backbone and env."""
 
@@ -103,6 +119,22 @@ class FlowHeadConfig(HeadConfig):
     num_queries: int = 16
     num_inference_steps: int = 10
     time_sampling: str = "uniform"
+
+
+@dataclass
+class PI05HeadConfig(HeadConfig):
+    """π0.5's action expert; its weights come from the backbone's checkpoint unless set otherwise."""
+
+    _target_: str = "policies.heads.pi05.PI05ActionExpert"
+    width: int = 1024
+    mlp_dim: int = 4096
+    max_action_dim: int = 32
+    num_inference_steps: int = 10
+    time_beta_alpha: float = 1.5
+    min_period: float = 4e-3
+    max_period: float = 4.0
+    pretrained: str | None = "${oc.select:backbone.pretrained,null}"
+    dtype: str = "float32"  # as every head: the backbone may be bf16, the trained-from-scratch part is not
 
 
 # ----------------------------------------------------------------------------------------- optimizer
@@ -238,8 +270,10 @@ def register_configs() -> None:
     store.store(group="backbone", name="tiny_schema", node=TinyBackboneConfig)
     store.store(group="backbone", name="qwen3_vl_schema", node=Qwen3VLBackboneConfig)
     store.store(group="backbone", name="prismatic_schema", node=PrismaticBackboneConfig)
+    store.store(group="backbone", name="pi05_schema", node=PI05BackboneConfig)
     store.store(group="head", name="l1_schema", node=L1HeadConfig)
     store.store(group="head", name="flow_schema", node=FlowHeadConfig)
+    store.store(group="head", name="pi05_schema", node=PI05HeadConfig)
     store.store(group="optimizer", name="optimizer_schema", node=OptimizerConfig)
     store.store(group="env", name="env_schema", node=EnvConfig)
     store.store(group="trainer", name="trainer_schema", node=TrainerConfig)

@@ -44,7 +44,7 @@ def load_policy(
             f"{config_file} is missing: a checkpoint is read with the config its run saved"
         )
     cfg = apply_overrides(OmegaConf.load(config_file), overrides)
-    policy = build_policy(cfg, None, "", "")
+    policy = build_policy(cfg, None, "", "", pretrained_weights=False)
     missing, unexpected = load_model(policy, str(path / "model.safetensors"), strict=False)
     if missing or unexpected:
         raise RuntimeError(

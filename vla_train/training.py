@@ -66,10 +66,31 @@ def resolve_mixed_precision(option: str, accelerator_device: str) -> str:
     return option
 
 
-def build_policy(cfg: DictConfig, stats: Any, state_key: str, action_key: str) -> VLAPolicy:
+def without_weight_sources(part: DictConfig) -> DictConfig:
+    """``part`` with the keys that only say where to load pretrained weights from set to null.
+
+    A class lists them in ``weight_sources`` (π0.5: ``pretrained``); building from a checkpoint of our
+    own (resuming, serving) then neither downloads nor reads weights that are overwritten right away.
+    """
+    keys = getattr(get_class(part._target_), "weight_sources", ())
+    if not keys:
+        return part
+    part = part.copy()
+    for key in keys:
+        part[key] = None
+    return part
+
+
+def build_policy(
+    cfg: DictConfig, stats: Any, state_key: str, action_key: str, pretrained_weights: bool = True
+) -> VLAPolicy:
+    """The policy of ``cfg``; ``pretrained_weights=False`` when a checkpoint of ours will fill it."""
+    backbone, head = cfg.backbone, cfg.head
+    if not pretrained_weights:
+        backbone, head = without_weight_sources(backbone), without_weight_sources(head)
     policy = VLAPolicy(
-        backbone=instantiate(cfg.backbone),
-        head=instantiate(cfg.head),
+        backbone=instantiate(backbone),
+        head=instantiate(head),
         action_dim=cfg.env.action_dim,
         state_dim=cfg.env.state_dim,
         chunk_size=cfg.env.chunk_size,
@@ -111,7 +132,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     set_seed(cfg.trainer.seed)
     adapter = build_env_adapter(cfg.env)
     data = adapter.training_data()
-    policy = build_policy(cfg, data.stats, data.state_key, data.action_key)
+    policy = build_policy(
+        cfg, data.stats, data.state_key, data.action_key, pretrained_weights=resume_from is None
+    )
     rules = policy.optimizer_rules()
     optimizer = instantiate(cfg.optimizer)(
         policy, rules.modality_rules, adamw_patterns=rules.adamw_patterns, per_head_rules=rules.per_head_rules

@@ -56,3 +56,39 @@ QWEN3_VL_2B = dict(
         deepstack_visual_indexes=[5, 11, 17],
     ),
 )
+
+# π0.5 (lerobot/pi05_base, Physical-Intelligence/openpi): PaliGemma-3B-224 (SigLIP So400m/14 + Gemma-2B).
+# The checkpoint ships no transformers config; openpi and lerobot build it from these values.
+PALIGEMMA_3B = dict(
+    image_token_index=257152,
+    vocab_size=257152,
+    projection_dim=2048,
+    hidden_size=2048,
+    text_config=dict(
+        model_type="gemma",
+        vocab_size=257152,
+        hidden_size=2048,
+        intermediate_size=16384,
+        num_hidden_layers=18,
+        num_attention_heads=8,
+        num_key_value_heads=1,
+        head_dim=256,
+        hidden_activation="gelu_pytorch_tanh",
+        rms_norm_eps=1e-6,
+        rope_theta=10000.0,
+    ),
+    vision_config=dict(
+        model_type="siglip_vision_model",
+        hidden_size=1152,
+        intermediate_size=4304,
+        num_hidden_layers=27,
+        num_attention_heads=16,
+        patch_size=14,
+        image_size=224,
+        vision_use_head=False,
+    ),
+)
+
+# π0.5's action expert: Gemma-300M-shaped (width 1024, MLP 4096); depth, heads and head size are the VLM's
+# (the two attend jointly), so they are read from the backbone.
+GEMMA_300M_EXPERT = dict(width=1024, mlp_dim=4096)

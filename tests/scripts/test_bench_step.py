@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from bench_step import main
 
 
-def test_bench_step_times_a_training_step_on_cpu() -> None:
+@pytest.mark.parametrize(("backbone", "head"), [("tiny", "flow_tiny"), ("pi05_tiny", "pi05_tiny")])
+def test_bench_step_times_a_training_step_on_cpu(backbone: str, head: str) -> None:
     result = main(
-        ["--backbone", "tiny", "--head", "flow_tiny", "--batch", "2", "--steps", "1", "--device", "cpu"]
+        ["--backbone", backbone, "--head", head, "--batch", "2", "--steps", "1", "--device", "cpu"]
     )
     assert result["step_ms"] > 0 and result["parameters_m"] > 0
     assert math.isnan(result["peak_gib"])  # peak memory is a GPU measurement

@@ -25,3 +25,16 @@ def test_prismatic_qwen25_language_model_is_the_half_billion_of_vla_adapter() ->
     assert (
         6.5e8 < vision < 7.5e8
     )  # DINOv2 ViT-L + SigLIP So400m up to their second-to-last blocks + projector
+
+
+def test_pi05_counts_match_the_published_checkpoint() -> None:
+    from param_counts import PI05_UNUSED_EXPERT_LM_HEAD
+
+    totals = count("pi05", "pi05")
+    # lerobot/pi05_base's safetensors hold 3,616,757,520 parameters, the expert's unused lm_head included
+    assert sum(totals.values()) + PI05_UNUSED_EXPERT_LM_HEAD == 3_616_757_520
+    by_modality = {m: sum(n for (mm, _), n in totals.items() if mm == m) for m, _ in totals}
+    assert by_modality["action"] == pytest.approx(430.1e6, rel=1e-3)  # Gemma-300M expert + projections
+    assert by_modality["vision"] == pytest.approx(414.8e6, rel=1e-3)  # SigLIP So400m/14 + projector
+    assert totals[("language", "adamw")] > 5.2e8  # the 257,152 × 2,048 embedding stays on AdamW
+    assert totals[("action", "pion")] > 4.29e8 and totals[("language", "muon")] > 1.8e9
