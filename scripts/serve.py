@@ -24,7 +24,12 @@ from vla_train.training import configure_caches  # noqa: E402
 
 
 def build_server(
-    checkpoint: str, overrides: list[str], host: str, port: int, device: str = "auto"
+    checkpoint: str,
+    overrides: list[str],
+    host: str,
+    port: int,
+    device: str = "auto",
+    seed: int | None = None,
 ) -> PolicyServer:
     cfg, policy, path = load_policy(checkpoint, overrides, device)
     metadata = {
@@ -36,7 +41,7 @@ def build_server(
         "action_dim": int(cfg.env.action_dim),
         "chunk_size": int(cfg.env.chunk_size),
     }
-    return PolicyServer(local_policy_fn(policy), metadata, host=host, port=port)
+    return PolicyServer(local_policy_fn(policy, seed), metadata, host=host, port=port)
 
 
 def main() -> None:
@@ -46,9 +51,12 @@ def main() -> None:
     parser.add_argument("--host", default=DEFAULT_HOST, help="bind address (default: loopback only)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--seed", type=int, help="same observation → same actions (seeds each request's sampling noise)"
+    )
     args = parser.parse_args()
     configure_caches(Path(os.environ.get("VLA_TRAIN_CACHE", ".cache")))
-    server = build_server(args.checkpoint, args.overrides, args.host, args.port, args.device)
+    server = build_server(args.checkpoint, args.overrides, args.host, args.port, args.device, args.seed)
     print(
         f"serving {server.metadata['checkpoint']} on ws://{args.host}:{args.port} (Ctrl-C to stop)",
         flush=True,

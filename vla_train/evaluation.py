@@ -22,8 +22,12 @@ from vla_train.rollout import ResultsFile, run_episodes, summarize
 from vla_train.rollout.evaluator import PolicyFn
 
 
-def local_policy_fn(policy: VLAPolicy) -> PolicyFn:
-    """Batch of NumPy policy inputs → action chunks, one forward pass on the policy's device."""
+def local_policy_fn(policy: VLAPolicy, seed: int | None = None) -> PolicyFn:
+    """Batch of NumPy policy inputs → action chunks, one forward pass on the policy's device.
+
+    ``seed``: sample every call's noise (flow-matching heads) from a generator seeded with it, so the
+    same inputs always get the same actions (debugging a deployment); None draws fresh noise.
+    """
     device = next(policy.parameters()).device
 
     @torch.no_grad()
@@ -35,7 +39,8 @@ def local_policy_fn(policy: VLAPolicy) -> PolicyFn:
         }
         # as in training: bf16 backbones feed fp32 heads under autocast on GPUs
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            chunks = policy.predict_action_chunk(batch)
+            generator = None if seed is None else torch.Generator(device).manual_seed(seed)
+            chunks = policy.predict_action_chunk(batch, generator)
         return chunks.float().cpu().numpy()
 
     return act

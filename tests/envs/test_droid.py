@@ -147,3 +147,82 @@ def test_transforms_keep_aspect_and_command_the_gripper() -> None:
     np.testing.assert_array_equal(
         robot_action(np.array([2.0, -3.0, 0.1, 0, 0, 0, 0, 0.7])), [1, -1, 0.1, 0, 0, 0, 0, 1]
     )
+
+
+def pi05_run(droid, output: Path, optimizer: str, *overrides: str):
+    return compose_train(
+        [
+            "env=droid",
+            f"env.dataset.root={droid['dataset']}",
+            "env.image_size=64",
+            "backbone=pi05_tiny",
+            "head=pi05_tiny",
+            f"optimizer={optimizer}",
+            "trainer=tiny",
+            "trainer.steps=4",
+            "trainer.checkpoint_every=2",
+            "logger=none",
+            *overrides,
+        ],
+        output,
+    )
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "muon", "pion"])
+def test_pi05_trains_resumes_and_serves_what_select_action_gives(
+    droid, tmp_path: Path, optimizer: str
+) -> None:
+    """The acceptance of π0.5 + DROID: train with each optimizer configuration, stop, resume exactly,
+    serve; the served chunk is the policy's own ``select_action`` sequence on the same input."""
+    import torch
+    from safetensors.torch import load_file
+
+    from vla_train import train
+    from vla_train.trainer.checkpoint import list_checkpoints
+    from vla_train.trainer.metrics_log import read_metrics
+
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    train(pi05_run(droid, straight, optimizer))
+    assert train(pi05_run(droid, interrupted, optimizer, "trainer.stop_at_step=2"))["step"] == 2
+    assert train(pi05_run(droid, interrupted, optimizer, "trainer.resume=true"))["step"] == 4
+    curves = [
+        {m["step"]: m["train/loss"] for m in read_metrics(run / "metrics.jsonl") if "train/loss" in m}
+        for run in (straight, interrupted)
+    ]
+    assert curves[0] == curves[1] and list(curves[0]) == [1, 2, 3, 4]
+    final = [load_file(list_checkpoints(run)[-1] / "model.safetensors") for run in (straight, interrupted)]
+    assert final[0].keys() == final[1].keys() and all(torch.equal(final[0][k], final[1][k]) for k in final[0])
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+    from serve import build_server
+
+    from vla_train.inference import load_policy
+
+    server = build_server(str(interrupted), [], "127.0.0.1", 0, device="cpu", seed=7).start()
+    try:
+        step = list(read_episode(droid["episodes"][0]).steps())[4]
+        live = policy_input(
+            step.images["exterior_1_left"],
+            step.images["wrist_left"],
+            step.joint_position,
+            step.gripper_position,
+            "put the cube on the plate",
+            64,
+        )
+        with RemotePolicy(server.uri) as remote:
+            served = remote([live])[0]
+            assert np.array_equal(remote([live])[0], served)  # seeded: same observation, same chunk
+        # weights come from our checkpoint: the run's pretrained source is not even looked at
+        _, policy, _ = load_policy(str(interrupted), ["backbone.pretrained=/nowhere/pi05"], device="cpu")
+        observation = {
+            "images": torch.from_numpy(live["images"])[None],
+            "state": torch.from_numpy(live["state"])[None],
+            "instruction": [live["instruction"]],
+        }
+        generator = torch.Generator().manual_seed(7)
+        policy.reset()
+        executed = [policy.select_action(observation, generator)[0].numpy() for _ in range(8)]
+        np.testing.assert_array_equal(np.stack(executed), served[:8])  # n_action_steps = 8
+        assert served.shape == (16, 8) and np.isfinite(served).all()
+    finally:
+        server.stop()
