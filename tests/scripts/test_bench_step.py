@@ -10,8 +10,6 @@ from bench_step import main
 
 @pytest.mark.parametrize(("backbone", "head"), [("tiny", "flow_tiny"), ("pi05_tiny", "pi05_tiny")])
 def test_bench_step_times_a_training_step_on_cpu(backbone: str, head: str) -> None:
-    result = main(
-        ["--backbone", backbone, "--head", head, "--batch", "2", "--steps", "1", "--device", "cpu"]
-    )
+    result = main(["--backbone", backbone, "--head", head, "--batch", "2", "--steps", "1", "--device", "cpu"])
     assert result["step_ms"] > 0 and result["parameters_m"] > 0
     assert math.isnan(result["peak_gib"])  # peak memory is a GPU measurement
