@@ -306,3 +306,33 @@ def test_heads_that_do_not_fit_pi05_are_refused_when_built(tmp_path: Path) -> No
     cfg = compose_train(["backbone=tiny", "head=pi05_tiny", "env=droid"], tmp_path)
     with pytest.raises(ValueError, match="backbone=pi05"):
         VLAPolicy(instantiate(cfg.backbone), instantiate(cfg.head), 8, 8, 16, 8)
+
+
+def test_gradient_checkpointing_and_freezing_keep_the_math(tmp_path: Path) -> None:
+    batch = {
+        "images": torch.rand(2, 2, 3, 64, 64),
+        "instruction": ["pick up the cube", "put it in the bowl"],
+        "state": torch.rand(2, 8),
+        "actions": torch.randn(2, CHUNK, ACTION_DIM),
+        "action_is_pad": torch.zeros(2, CHUNK, dtype=torch.bool),
+    }
+
+    def loss_and_grads(**backbone_overrides) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        torch.manual_seed(0)
+        backbone, head = tiny_parts(tmp_path, **backbone_overrides)
+        open_the_gates(head)
+        policy = VLAPolicy(backbone, lambda **sizes: head, ACTION_DIM, 8, CHUNK)
+        loss = policy(batch, generator=torch.Generator().manual_seed(1))
+        loss.backward()
+        return loss, {n: p.grad for n, p in policy.named_parameters() if p.grad is not None}
+
+    plain, plain_grads = loss_and_grads()
+    checkpointed, checkpointed_grads = loss_and_grads(gradient_checkpointing=True)
+    torch.testing.assert_close(checkpointed, plain)
+    assert checkpointed_grads.keys() == plain_grads.keys()
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(checkpointed_grads[name], grad, msg=name)
+    frozen, frozen_grads = loss_and_grads(freeze=["vision"])
+    torch.testing.assert_close(frozen, plain)
+    assert not any("vision_tower" in name or "multi_modal_projector" in name for name in frozen_grads)
+    assert any("language_model.layers.0" in name for name in frozen_grads)
