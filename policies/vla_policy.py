@@ -75,6 +75,8 @@ class VLAPolicy(nn.Module):
             any head fits any backbone without hand-matched widths.
         n_action_steps: actions executed from each predicted chunk before predicting again.
         state_normalization, action_normalization: :class:`Normalizer` modes; None: the head's own.
+        augmentation: ``(images, generator) -> images`` applied to training batches only (e.g.
+            :class:`~policies.augmentation.ImageAugmentation`), with the step's generator.
     """
 
     def __init__(
@@ -87,6 +89,7 @@ class VLAPolicy(nn.Module):
         n_action_steps: int | None = None,
         state_normalization: str | None = None,
         action_normalization: str | None = None,
+        augmentation: Callable[[torch.Tensor, torch.Generator | None], torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         n_action_steps = chunk_size if n_action_steps is None else n_action_steps
@@ -118,6 +121,7 @@ class VLAPolicy(nn.Module):
             )
         self.action_dim, self.state_dim, self.chunk_size = action_dim, state_dim, chunk_size
         self.n_action_steps = n_action_steps
+        self.augmentation = augmentation
         self.state_normalizer = Normalizer(state_dim, state_normalization or self.head.normalization)
         self.action_normalizer = Normalizer(action_dim, action_normalization or self.head.normalization)
         self._action_queue: deque[torch.Tensor] = deque()
@@ -132,6 +136,8 @@ class VLAPolicy(nn.Module):
         self, batch: Mapping[str, torch.Tensor | list[str]], generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """Training loss of a batch: images, instruction, state, actions, action_is_pad."""
+        if self.augmentation is not None and self.training:
+            batch = {**batch, "images": self.augmentation(batch["images"], generator)}
         state = self.state_normalizer.normalize(batch["state"])
         features = self.encode(batch, state)
         return self.head.loss(

@@ -206,6 +206,7 @@ class EnvConfig:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     simulator: dict[str, Any] = field(default_factory=dict)
+    augmentation: Any = None  # training-time image augmentation (a _target_ node), e.g. env=droid's
 
 
 # ------------------------------------------------------------------------------------------ trainer

@@ -95,6 +95,7 @@ def build_policy(
         state_dim=cfg.env.state_dim,
         chunk_size=cfg.env.chunk_size,
         n_action_steps=cfg.env.n_action_steps,
+        augmentation=instantiate(cfg.env.augmentation) if cfg.env.augmentation else None,
     )
     if stats is not None:
         policy.set_normalization(stats, state_key, action_key)
