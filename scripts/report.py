@@ -4,10 +4,11 @@
     python scripts/report.py outputs/vla_adapter-libero_object-pion  # a single run
     python scripts/report.py multirun/... --output reports/fig5      # where report.md and the PNGs go
 
-Reads each run's ``config.yaml``, ``metrics.jsonl`` and its latest ``eval/*/episodes.jsonl``, and writes:
+Reads each run's ``config.yaml``, ``metrics.jsonl``, its latest ``eval/*/episodes.jsonl`` and its
+real-robot trials ``eval/robot/episodes.jsonl`` (:mod:`envs.droid.trials`), and writes:
 - a table of runs (optimizer per modality, environment, steps, final loss, success, time per step);
 - success rates as optimizer × suite (Table A5 / the LIBERO columns of Table 1), per LIBERO-Plus
-  category (Table 1), and per modality-wise setting (Table A6);
+  category (Table 1), per modality-wise setting (Table A6), and per real-robot task (Table 3);
 - PNG plots: success vs training step (Fig. 5b), per-modality gradient effective rank (Fig. 1a) and
   gradient SNR (Fig. 2a / 7) over training, seconds per training step by optimizer (Fig. 1c, A1b).
 
@@ -30,11 +31,13 @@ from omegaconf import OmegaConf
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from envs.droid.trials import ROBOT_GROUP  # noqa: E402
 from envs.libero.plus import CATEGORY_COLUMNS, table1_row  # noqa: E402
 from vla_train.rollout import ResultsFile, summarize  # noqa: E402
 
 MODALITIES = ("vision", "language", "action")
 MISSING = "—"
+ROBOT_TRIALS = "robot"  # <run>/eval/robot/episodes.jsonl: trials on the real robot
 
 
 @dataclass
@@ -43,6 +46,7 @@ class Run:
     config: Any
     metrics: list[dict[str, Any]]
     episodes: list[dict[str, Any]] = field(default_factory=list)
+    robot_episodes: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def optimizer(self) -> str:
@@ -94,9 +98,12 @@ def load_run(path: Path) -> Run | None:
                 continue  # a line torn by a killed run
     run = Run(path, OmegaConf.load(path / "config.yaml"), metrics)
     evaluations = sorted(
-        (path / "eval").glob("*/episodes.jsonl"),
+        (p for p in (path / "eval").glob("*/episodes.jsonl") if p.parent.name != ROBOT_TRIALS),
         key=lambda p: int("".join(c for c in p.parent.name if c.isdigit()) or 0),
     )
+    robot = path / "eval" / ROBOT_TRIALS / "episodes.jsonl"
+    if robot.is_file():
+        run.robot_episodes = ResultsFile(robot).records()
     if evaluations:
         # results written before the parallel evaluator have no task field: shown as missing
         run.episodes = [r for r in ResultsFile(evaluations[-1]).records() if "task" in r]
@@ -130,7 +137,8 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 def runs_table(runs: list[Run]) -> str:
     rows = []
     for run in runs:
-        success = summarize(run.episodes).overall.success_rate if run.episodes else None
+        episodes = run.episodes or run.robot_episodes
+        success = summarize(episodes).overall.success_rate if episodes else None
         seconds = run.last("train/seconds_per_step")
         rows.append(
             [
@@ -140,7 +148,7 @@ def runs_table(runs: list[Run]) -> str:
                 str(run.last("step") or 0),
                 MISSING if run.last("train/loss") is None else f"{run.last('train/loss'):.4f}",
                 percent(success),
-                str(len(run.episodes)) if run.episodes else MISSING,
+                str(len(episodes)) if episodes else MISSING,
                 MISSING if seconds is None else f"{seconds:.3f}",
             ]
         )
@@ -193,6 +201,30 @@ def modality_table(runs: list[Run]) -> str | None:
         success = summarize(run.episodes).overall.success_rate if run.episodes else None
         rows.append([*(run.config.optimizer[m] for m in MODALITIES), run.config.env.name, percent(success)])
     return markdown_table(["vision", "language", "action", "env", "success %"], rows)
+
+
+def robot_table(runs: list[Run]) -> str | None:
+    """Table 3: real-robot success per optimizer (rows) and task (columns), and the task average."""
+    robot = [run for run in runs if run.robot_episodes]
+    if not robot:
+        return None
+    tasks = list(dict.fromkeys(r["task"] for run in robot for r in run.robot_episodes))
+    episodes: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for run in robot:
+        episodes[run.optimizer] += run.robot_episodes
+    rows = []
+    for optimizer, records in sorted(episodes.items()):
+        tally = summarize(records).tasks
+        rates = [
+            tally[(ROBOT_GROUP, task)].success_rate if (ROBOT_GROUP, task) in tally else None
+            for task in tasks
+        ]
+        average = sum(rates) / len(rates) if None not in rates else None
+        trials = "/".join(
+            str(tally[(ROBOT_GROUP, t)].episodes) if (ROBOT_GROUP, t) in tally else "0" for t in tasks
+        )
+        rows.append([optimizer, *map(percent, rates), percent(average), trials])
+    return markdown_table(["optimizer", *tasks, "average", "trials per task"], rows)
 
 
 def plot_over_training(runs: list[Run], keys: list[str], ylabel: str, path: Path) -> bool:
@@ -254,6 +286,7 @@ def write_report(root: Path, output: Path) -> Path:
     for title, table in (
         ("## LIBERO-Plus by perturbation (Table 1)", plus_table(runs)),
         ("## Modality-wise assignments (Table A6)", modality_table(runs)),
+        ("## Real-robot trials (Table 3)", robot_table(runs)),
     ):
         if table:
             sections += [title, table]

@@ -17,6 +17,7 @@ the client clips, closes the gripper above 0.5, and executes ``open_loop_steps``
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -54,31 +55,49 @@ class DroidPolicyClient:
         self.policy.close()
 
 
+@dataclass
+class EpisodeRun:
+    """What :func:`run_episode` did: control steps executed, and whether the operator stopped it."""
+
+    steps: int
+    stopped_by_operator: bool
+
+
 def run_episode(
     env: Any,
     client: DroidPolicyClient,
     instruction: str,
     exterior_camera: str,
     wrist_camera: str,
-    max_steps: int = 600,
+    max_steps: int = 300,
     open_loop_steps: int = 8,
     control_hz: float = 15.0,
-) -> None:
-    """Drive a DROID ``RobotEnv`` for ``max_steps`` at ``control_hz`` (the operator judges success)."""
+) -> EpisodeRun:
+    """Drive a DROID ``RobotEnv`` for up to ``max_steps`` at ``control_hz`` (Table A3: 300 steps).
+
+    The operator judges success (:mod:`envs.droid.trials`) and may end the episode early with Ctrl-C
+    (task done, or hopeless): the robot stops after the current step.
+    """
     chunk: list[np.ndarray] = []
-    for _ in range(max_steps):
-        start = time.perf_counter()
-        if not chunk:
-            observation = env.get_observation()
-            images, robot = observation["image"], observation["robot_state"]
-            chunk = list(
-                client.act(
-                    images[exterior_camera][..., :3],
-                    images[wrist_camera][..., :3],
-                    np.asarray(robot["joint_positions"]),
-                    robot["gripper_position"],
-                    instruction,
-                )[:open_loop_steps]
-            )
-        env.step(chunk.pop(0))
-        time.sleep(max(0.0, 1.0 / control_hz - (time.perf_counter() - start)))
+    step = 0
+    try:
+        while step < max_steps:
+            start = time.perf_counter()
+            if not chunk:
+                observation = env.get_observation()
+                images, robot = observation["image"], observation["robot_state"]
+                chunk = list(
+                    client.act(
+                        images[exterior_camera][..., :3],
+                        images[wrist_camera][..., :3],
+                        np.asarray(robot["joint_positions"]),
+                        robot["gripper_position"],
+                        instruction,
+                    )[:open_loop_steps]
+                )
+            env.step(chunk.pop(0))
+            step += 1
+            time.sleep(max(0.0, 1.0 / control_hz - (time.perf_counter() - start)))
+    except KeyboardInterrupt:
+        return EpisodeRun(step, stopped_by_operator=True)
+    return EpisodeRun(step, stopped_by_operator=False)
