@@ -173,6 +173,7 @@ class Backbone(nn.Module):
     num_layers: int
     takes_state: bool = False
     accepts_queries: bool = True
+    exposes_keys_values: bool = False  # fills BackboneOutput.layer_keys_values (π0.5's VLM)
 
     def forward(
         self, images: torch.Tensor, instructions: list[str], queries: torch.Tensor | None = None

@@ -71,13 +71,19 @@ def test_every_optimizer_option_builds_on_the_tiny_policy(optimizer: str, tmp_pa
 @pytest.mark.parametrize("backbone", options("backbone"))
 def test_every_backbone_and_head_instantiate_together(backbone: str, head: str, tmp_path: Path) -> None:
     cfg = compose_train([f"backbone={backbone}", f"head={head}"], tmp_path)
+    fits = (backbone in PI05_BACKBONES) == (head in PI05_HEADS)
+    if fits:
+        validate_config(cfg)
+    else:
+        with pytest.raises(ConfigError, match="pi05"):  # refused before anything is built or downloaded
+            validate_config(cfg)
     if backbone in FULL_SIZE_BACKBONES:
         # full-size weights come from the hub; the same class is built from a tiny config in the twin
         twin = compose_train([f"backbone={FULL_SIZE_BACKBONES[backbone]}"], tmp_path)
         assert get_class(cfg.backbone._target_) is get_class(twin.backbone._target_)
         return
-    if (backbone in PI05_BACKBONES) != (head in PI05_HEADS):
-        with pytest.raises(ValueError, match="pi05"):  # refused when built, naming the right pairing
+    if not fits:
+        with pytest.raises(ValueError, match="pi05"):  # and by the policy itself
             tiny_policy(cfg)
         return
     policy = tiny_policy(cfg)

@@ -318,6 +318,29 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(
             f"env.n_action_steps={env.n_action_steps}: must be in [1, env.chunk_size={env.chunk_size}]"
         )
+    _check_backbone_fits_head(cfg.backbone, cfg.head)
+
+
+def _check_backbone_fits_head(backbone_cfg: DictConfig, head_cfg: DictConfig) -> None:
+    """π0.5's VLM and action expert only work together: say so before a 3 B model is downloaded."""
+    import inspect
+
+    from hydra.utils import get_class
+
+    backbone, head = get_class(backbone_cfg._target_), get_class(head_cfg._target_)
+    if "backbone_attention" in inspect.signature(head).parameters and not getattr(
+        backbone, "exposes_keys_values", False
+    ):
+        raise ConfigError(
+            f"head ({head.__name__}) attends jointly with π0.5's VLM layers, which {backbone.__name__} "
+            "does not expose: use backbone=pi05 (or pi05_tiny)"
+        )
+    queries = head_cfg.get("num_queries", 0)
+    if queries and not getattr(backbone, "accepts_queries", True):
+        raise ConfigError(
+            f"head ({head.__name__}) runs {queries} queries through the backbone, which {backbone.__name__} "
+            "does not take: with backbone=pi05 use its action expert, head=pi05 (or pi05_tiny)"
+        )
 
 
 def _one_of(key: str, value: Any, allowed: tuple[Any, ...]) -> None:

@@ -86,6 +86,7 @@ class PI05Backbone(Backbone):
     takes_state = True
     weight_sources = ("pretrained",)  # only where weights come from: the architecture is in the config
     accepts_queries = False  # the prefix is bidirectional: appended queries would change it
+    exposes_keys_values = True
 
     def __init__(
         self,
