@@ -2,7 +2,8 @@
 
 python scripts/convert_droid.py /data/droid_raw/my_lab data/droid_my_lab
 python scripts/convert_droid.py /data/droid_raw data/droid --annotations aggregated-annotations-030724.json
-python train.py env=droid env.dataset.root=data/droid evaluate=false backbone=pi05 head=flow
+python scripts/convert_droid.py /data/droid_raw data/droid_jp --state cartesian --action joint_position
+python train.py experiment=pi05_droid env.dataset.root=data/droid   # env.state_space / action_space to match
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from envs.droid.convert import convert  # noqa: E402
+from envs.droid.spaces import ACTION_SPACES, STATE_SPACES  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,8 +26,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repo-id", default="local/droid")
     parser.add_argument("--annotations", help="DROID's aggregated language annotations (json, keyed by uuid)")
     parser.add_argument("--include-failures", action="store_true")
+    parser.add_argument("--state", default="joint", choices=list(STATE_SPACES), help="state space")
+    parser.add_argument(
+        "--action", default="joint_velocity", choices=list(ACTION_SPACES), help="action space"
+    )
     args = parser.parse_args(argv)
-    count = convert(args.raw, args.output, args.repo_id, args.annotations, args.include_failures)
+    count = convert(
+        args.raw,
+        args.output,
+        args.repo_id,
+        args.annotations,
+        args.include_failures,
+        state_space=args.state,
+        action_space=args.action,
+    )
     print(f"{count} episodes → {args.output}")
     return count
 

@@ -41,6 +41,9 @@ def build_server(
         "action_dim": int(cfg.env.action_dim),
         "chunk_size": int(cfg.env.chunk_size),
     }
+    for key in ("state_space", "action_space"):  # robots with several (DROID): what the policy speaks
+        if key in cfg.env:
+            metadata[key] = str(cfg.env[key])
     return PolicyServer(local_policy_fn(policy, seed), metadata, host=host, port=port)
 
 

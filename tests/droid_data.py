@@ -31,8 +31,12 @@ def write_raw_episode(
     uuid = f"LAB+user+2026-11-25-10h-00m-{seed:02d}s"
     with h5py.File(episode / "trajectory.h5", "w") as h5:
         h5["observation/robot_state/joint_positions"] = rng.normal(size=(steps, 7))
+        h5["observation/robot_state/cartesian_position"] = rng.normal(size=(steps, 6))
         h5["observation/robot_state/gripper_position"] = rng.uniform(0, 1, steps)
         h5["action/joint_velocity"] = rng.uniform(-1, 1, (steps, 7))
+        h5["action/joint_position"] = rng.normal(size=(steps, 7))
+        h5["action/cartesian_velocity"] = rng.uniform(-1, 1, (steps, 6))
+        h5["action/cartesian_position"] = rng.normal(size=(steps, 6))
         h5["action/gripper_position"] = rng.uniform(0, 1, steps)
         for camera, serial in SERIALS.items():
             h5[f"observation/camera_type/{serial}"] = np.full(steps, 0 if camera == "wrist" else 1)

@@ -211,6 +211,15 @@ class EnvConfig:
 
 # ------------------------------------------------------------------------------------------ trainer
 @dataclass
+class DroidEnvConfig(EnvConfig):
+    """DROID: which recorded state and action the dataset holds (``envs.droid.spaces``)."""
+
+    state_space: str = "joint"
+    action_space: str = "joint_velocity"
+
+
+# ------------------------------------------------------------------------------------------ trainer
+@dataclass
 class TrainerConfig:
     steps: int = 1500
     batch_size: int = 64
@@ -266,6 +275,11 @@ def register_configs() -> None:
     """Make the schemas (and the presets' resolvers) available to the YAML files (idempotent)."""
     if not OmegaConf.has_resolver("suite_steps"):
         OmegaConf.register_new_resolver("suite_steps", suite_steps)
+    if not OmegaConf.has_resolver("droid_state_dim"):
+        from envs.droid import spaces
+
+        OmegaConf.register_new_resolver("droid_state_dim", spaces.state_dim)
+        OmegaConf.register_new_resolver("droid_action_dim", spaces.action_dim)
     store = ConfigStore.instance()
     store.store(name="train_schema", node=TrainConfig)
     store.store(group="backbone", name="tiny_schema", node=TinyBackboneConfig)
@@ -277,6 +291,7 @@ def register_configs() -> None:
     store.store(group="head", name="pi05_schema", node=PI05HeadConfig)
     store.store(group="optimizer", name="optimizer_schema", node=OptimizerConfig)
     store.store(group="env", name="env_schema", node=EnvConfig)
+    store.store(group="env", name="droid_schema", node=DroidEnvConfig)
     store.store(group="trainer", name="trainer_schema", node=TrainerConfig)
     store.store(group="logger", name="logger_schema", node=LoggerConfig)
 

@@ -12,13 +12,36 @@ from typing import Any
 import torch
 
 from envs.base import ACTION_KEY, STATE_KEY, EnvAdapter, TrainingData
+from envs.droid import spaces
 from envs.droid.transforms import policy_input
 from vla_train.rollout import EpisodeSpec
 
 
 class DroidAdapter(EnvAdapter):
     def training_data(self) -> TrainingData:
+        self.check_spaces()
         return self.lerobot_training_data(self.cfg.dataset.root, self.cfg.dataset.episodes)
+
+    def check_spaces(self) -> None:
+        """The dataset's state and action must be the configured spaces (their names say which)."""
+        from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
+
+        features = LeRobotDatasetMetadata(self.cfg.dataset.repo_id, root=self.cfg.dataset.root).features
+        spaces.check(self.cfg.state_space, self.cfg.action_space)
+        for key, space, expected in (
+            (STATE_KEY, f"env.state_space={self.cfg.state_space}", spaces.state_names(self.cfg.state_space)),
+            (
+                ACTION_KEY,
+                f"env.action_space={self.cfg.action_space}",
+                spaces.action_names(self.cfg.action_space),
+            ),
+        ):
+            names = features.get(key, {}).get("names")
+            if names is not None and list(names) != expected:
+                raise ValueError(
+                    f"the dataset's {key} is {names}, not {space} ({expected}): convert with the same "
+                    "spaces (scripts/convert_droid.py --state/--action) or set env.state_space/action_space"
+                )
 
     def sample_to_policy(self, sample: Mapping[str, Any]) -> dict[str, Any]:
         """A dataset frame → the policy input the robot client builds live (same function)."""
@@ -27,7 +50,7 @@ class DroidAdapter(EnvAdapter):
             for camera in self.cfg.cameras
         )
         state = sample[STATE_KEY].numpy()
-        live = policy_input(exterior, wrist, state[:7], state[7:], sample["task"], self.cfg.image_size)
+        live = policy_input(exterior, wrist, state[:-1], state[-1:], sample["task"], self.cfg.image_size)
         return {
             "images": torch.from_numpy(live["images"]),
             "state": sample[STATE_KEY],

@@ -9,9 +9,12 @@ gripper_action_space="position")``), with the fine-tuned policy served by ``scri
     env = RobotEnv(action_space="joint_velocity", gripper_action_space="position")
     run_episode(env, client, "put the cucumber on the plate", "<ext serial>_left", "<wrist serial>_left")
 
-Observation: an exterior and the wrist camera (HWC uint8 RGB, any size), joint positions (7),
-gripper position in [0, 1]. Reply: ``(chunk, 8)`` joint velocities in [−1, 1] + gripper position;
-the client clips, closes the gripper above 0.5, and executes ``open_loop_steps`` actions per request.
+Observation: an exterior and the wrist camera (HWC uint8 RGB, any size), the arm state of the
+policy's state space (joint positions by default, or the end-effector pose), gripper position in
+[0, 1]. Reply: ``(chunk, A)`` arm commands of its action space (joint velocities in [−1, 1] by default)
++ gripper position; the client clips velocities, closes the gripper above 0.5, and executes
+``open_loop_steps`` actions per request. The spaces come with the server's metadata (the run's
+``env.state_space`` / ``env.action_space``); ``RobotEnv`` must be opened with the same action space.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from envs.droid import spaces
 from envs.droid.transforms import policy_input, robot_action
 from vla_train.serving.client import RemotePolicy
 
@@ -31,25 +35,34 @@ class DroidPolicyClient:
 
     def __init__(self, uri: str, timeout: float = 60.0) -> None:
         self.policy = RemotePolicy(uri, timeout=timeout)
-        self.image_size = int(self.policy.metadata.get("image_size", 224))
+        metadata = self.policy.metadata
+        self.image_size = int(metadata.get("image_size", 224))
+        self.state_space = str(metadata.get("state_space", "joint"))
+        self.action_space = str(metadata.get("action_space", "joint_velocity"))
+        spaces.check(self.state_space, self.action_space)
+        self.action_dim = spaces.action_dim(self.action_space)
         self.latencies: list[float] = []
 
     def act(
         self,
         exterior: np.ndarray,
         wrist: np.ndarray,
-        joint_position: np.ndarray,
+        arm_state: np.ndarray,
         gripper_position: float | np.ndarray,
         instruction: str,
     ) -> np.ndarray:
-        """``(chunk, 8)`` robot commands for the current observation."""
-        inputs = policy_input(exterior, wrist, joint_position, gripper_position, instruction, self.image_size)
+        """``(chunk, A)`` robot commands for the current observation."""
+        inputs = policy_input(exterior, wrist, arm_state, gripper_position, instruction, self.image_size)
         start = time.perf_counter()
         chunk = self.policy([inputs])[0]
         self.latencies.append(time.perf_counter() - start)
-        if chunk.ndim != 2 or chunk.shape[-1] != 8:
-            raise ValueError(f"expected (chunk, 8) joint-velocity + gripper actions, got {chunk.shape}")
-        return np.stack([robot_action(action) for action in chunk])
+        if chunk.ndim != 2 or chunk.shape[-1] != self.action_dim:
+            raise ValueError(
+                f"expected (chunk, {self.action_dim}) {self.action_space} + gripper actions, "
+                f"got {chunk.shape}"
+            )
+        velocity = spaces.is_velocity(self.action_space)
+        return np.stack([robot_action(action, velocity) for action in chunk])
 
     def close(self) -> None:
         self.policy.close()
@@ -90,7 +103,7 @@ def run_episode(
                     client.act(
                         images[exterior_camera][..., :3],
                         images[wrist_camera][..., :3],
-                        np.asarray(robot["joint_positions"]),
+                        np.asarray(robot[spaces.ROBOT_STATE_KEYS[client.state_space]]),
                         robot["gripper_position"],
                         instruction,
                     )[:open_loop_steps]

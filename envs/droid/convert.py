@@ -1,9 +1,11 @@
 """DROID raw episodes → a LeRobot dataset in the layout ``env=droid`` trains on.
 
 Features (15 fps): ``observation.images.{exterior_1_left, exterior_2_left, wrist_left}`` resized to
-320×180 as DROID's LeRobot ports store them, ``observation.state`` (joint positions 7 + gripper 1),
-``action`` (joint velocities 7 + gripper position 1: the action space π0.5-DROID was trained in), and
-the instruction as the task. Only successful episodes are kept unless told otherwise.
+320×180 as DROID's LeRobot ports store them, ``observation.state`` (joint positions 7 + gripper by
+default, or the end-effector pose 6 + gripper), ``action`` (joint velocities 7 + gripper position by
+default: the action space π0.5-DROID was trained in; or joint positions, or cartesian velocities or
+positions: :mod:`envs.droid.spaces`), and the instruction as the task. Only successful episodes are
+kept unless told otherwise.
 """
 
 from __future__ import annotations
@@ -16,14 +18,13 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from envs.droid import spaces
 from envs.droid.raw import find_episodes, read_episode
 from vla_train.data.lerobot_io import DatasetRecorder, image_feature, vector_feature
 
 FPS = 15
 IMAGE_WIDTH, IMAGE_HEIGHT = 320, 180
 CAMERAS = ("exterior_1_left", "exterior_2_left", "wrist_left")
-STATE_NAMES = [*(f"joint_{i}" for i in range(7)), "gripper"]
-ACTION_NAMES = [*(f"joint_velocity_{i}" for i in range(7)), "gripper"]
 
 
 def convert(
@@ -33,8 +34,11 @@ def convert(
     annotations: str | Path | None = None,
     include_failures: bool = False,
     cameras: Sequence[str] = CAMERAS,
+    state_space: str = "joint",
+    action_space: str = "joint_velocity",
 ) -> int:
     """Convert every episode below ``raw_root``; returns how many were written."""
+    spaces.check(state_space, action_space)
     labels = json.loads(Path(annotations).read_text()) if annotations else None
     episodes = [read_episode(path, labels) for path in find_episodes(raw_root)]
     if not include_failures:
@@ -45,14 +49,14 @@ def convert(
         )
     recorded = [c for c in cameras if all(c in e.cameras for e in episodes)]
     features = {f"observation.images.{c}": image_feature(IMAGE_HEIGHT, IMAGE_WIDTH) for c in recorded}
-    features["observation.state"] = vector_feature(STATE_NAMES)
-    features["action"] = vector_feature(ACTION_NAMES)
+    features["observation.state"] = vector_feature(spaces.state_names(state_space))
+    features["action"] = vector_feature(spaces.action_names(action_space))
     with DatasetRecorder(output, repo_id, FPS, features, robot_type="panda") as recorder:
         for episode in tqdm(episodes, desc=f"DROID → {output}", dynamic_ncols=True):
             for step in episode.steps():
                 frame = {f"observation.images.{c}": _resize(step.images[c]) for c in recorded}
-                frame["observation.state"] = np.concatenate([step.joint_position, step.gripper_position])
-                frame["action"] = step.action
+                frame["observation.state"] = step.state(state_space)
+                frame["action"] = step.action(action_space)
                 recorder.add_frame(frame, task=episode.instruction or "do something")
             recorder.save_episode()
     return len(episodes)

@@ -16,15 +16,34 @@ from pathlib import Path
 
 import numpy as np
 
+from envs.droid.spaces import ACTION_SPACES, STATE_SPACES
+
 WRIST, EXTERIOR = 0, 1
 
 
 @dataclass
 class DroidStep:
     images: dict[str, np.ndarray]  # exterior_1_left, exterior_2_left (when recorded), wrist_left: HWC uint8
-    joint_position: np.ndarray  # (7,)
+    states: dict[str, np.ndarray]  # by state space (envs.droid.spaces): joint (7,), cartesian (6,)
     gripper_position: np.ndarray  # (1,)
-    action: np.ndarray  # (8,): joint velocity (7) + gripper position
+    actions: dict[str, np.ndarray]  # by action space: the arm command; the gripper target is separate
+    gripper_target: np.ndarray  # (1,)
+
+    @property
+    def joint_position(self) -> np.ndarray:
+        return self.states["joint"]
+
+    def state(self, space: str) -> np.ndarray:
+        """The state vector of ``space``, gripper last."""
+        if space not in self.states:
+            raise KeyError(f"this recording has no {STATE_SPACES[space][0]} (state space {space!r})")
+        return np.concatenate([self.states[space], self.gripper_position])
+
+    def action(self, space: str = "joint_velocity") -> np.ndarray:
+        """The action vector of ``space``, gripper target last."""
+        if space not in self.actions:
+            raise KeyError(f"this recording has no action/{space}; it has {sorted(self.actions)}")
+        return np.concatenate([self.actions[space], self.gripper_target])
 
 
 @dataclass
@@ -44,9 +63,9 @@ class DroidEpisode:
             for name, serial in self.cameras.items()
         }
         with h5py.File(self.path / "trajectory.h5", "r") as h5:
-            joints = h5["observation/robot_state/joint_positions"][:]
+            states = {space: h5[key][:] for space, (key, _) in STATE_SPACES.items() if key in h5}
             gripper = h5["observation/robot_state/gripper_position"][:]
-            velocity = h5["action/joint_velocity"][:]
+            actions = {space: h5[f"action/{space}"][:] for space in ACTION_SPACES if f"action/{space}" in h5}
             gripper_target = h5["action/gripper_position"][:]
         for index in range(self.length):
             images = {}
@@ -59,9 +78,10 @@ class DroidEpisode:
                 images[name] = frame
             yield DroidStep(
                 images,
-                joints[index].astype(np.float32),
+                {space: values[index].astype(np.float32) for space, values in states.items()},
                 np.atleast_1d(gripper[index]).astype(np.float32),
-                np.concatenate([velocity[index], np.atleast_1d(gripper_target[index])]).astype(np.float32),
+                {space: values[index].astype(np.float32) for space, values in actions.items()},
+                np.atleast_1d(gripper_target[index]).astype(np.float32),
             )
 
 

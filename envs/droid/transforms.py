@@ -2,8 +2,9 @@
 
 Policy layout: images ``(2, 3, S, S)`` float32 in [0, 1] (an exterior camera, then the wrist camera),
 each resized keeping its aspect ratio and zero-padded to a square (as openpi's DROID pipeline does);
-state (8): joint positions (7) + gripper position in [0, 1]; action (8): joint velocities (7,
-normalized to [−1, 1]) + gripper position.
+state: the arm state of the dataset's state space (7 joint positions by default) + gripper position in
+[0, 1]; action: the arm command of its action space (7 joint velocities in [−1, 1] by default) +
+gripper position (:mod:`envs.droid.spaces`).
 """
 
 from __future__ import annotations
@@ -29,16 +30,16 @@ def resize_with_pad(image: np.ndarray, size: int) -> np.ndarray:
 def policy_input(
     exterior: np.ndarray,
     wrist: np.ndarray,
-    joint_position: np.ndarray,
+    arm_state: np.ndarray,
     gripper_position,
     instruction: str,
     size: int,
 ) -> dict:
-    """Camera frames (HWC uint8) and robot state → one policy input."""
+    """Camera frames (HWC uint8) and robot state (joints or end-effector pose, gripper) → one policy input."""
     images = np.stack([resize_with_pad(exterior, size), resize_with_pad(wrist, size)])
     state = np.concatenate(
         [
-            np.asarray(joint_position, np.float32).reshape(7),
+            np.asarray(arm_state, np.float32).reshape(-1),
             np.asarray(gripper_position, np.float32).reshape(1),
         ]
     )
@@ -49,8 +50,11 @@ def policy_input(
     }
 
 
-def robot_action(action: np.ndarray) -> np.ndarray:
-    """A policy action → DROID's ``env.step`` input: clipped to [−1, 1], gripper closed above 0.5."""
-    command = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+def robot_action(action: np.ndarray, velocity: bool = True) -> np.ndarray:
+    """A policy action → DROID's ``env.step`` input: gripper closed above 0.5; velocity commands
+    clipped to [−1, 1] (position targets are passed through: RobotEnv bounds them itself)."""
+    command = np.asarray(action, dtype=np.float64).copy()
+    if velocity:
+        command = np.clip(command, -1.0, 1.0)
     command[-1] = 1.0 if command[-1] > 0.5 else 0.0
     return command

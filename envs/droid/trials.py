@@ -110,8 +110,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from droid.robot_env import RobotEnv  # DROID's control stack: only on the robot laptop
 
-    env = RobotEnv(action_space="joint_velocity", gripper_action_space="position")
     client = DroidPolicyClient(args.server)
+    env = RobotEnv(action_space=client.action_space, gripper_action_space="position")
     results = ResultsFile(args.output / "episodes.jsonl")
     try:
         records = run_trials(

@@ -52,7 +52,7 @@ def test_raw_episodes_are_read_with_their_cameras_and_instruction(droid) -> None
         and second.instruction == "place the cube onto the plate"
     )
     steps = list(first.steps())
-    assert len(steps) == STEPS and steps[0].action.shape == (8,) and steps[0].joint_position.shape == (7,)
+    assert len(steps) == STEPS and steps[0].action().shape == (8,) and steps[0].joint_position.shape == (7,)
     decoded = steps[3].images["wrist_left"].astype(float)
     assert np.abs(decoded - frame(3, 2, 72, 128)).mean() < 6  # the video holds step 3's frame
 
@@ -70,7 +70,7 @@ def test_converted_dataset_and_training_layout(droid, tmp_path: Path) -> None:
     np.testing.assert_allclose(
         sample["state"].numpy(), np.concatenate([raw.joint_position, raw.gripper_position]), atol=1e-6
     )
-    np.testing.assert_allclose(sample["actions"][0].numpy(), raw.action, atol=1e-6)
+    np.testing.assert_allclose(sample["actions"][0].numpy(), raw.action(), atol=1e-6)
     # 320×180 stored → 64×36 resized and zero-padded to 64×64, as the robot client does it
     assert (
         float(sample["images"][:, :, :10].abs().max()) == 0.0
@@ -224,5 +224,70 @@ def test_pi05_trains_resumes_and_serves_what_select_action_gives(
         executed = [policy.select_action(observation, generator)[0].numpy() for _ in range(8)]
         np.testing.assert_array_equal(np.stack(executed), served[:8])  # n_action_steps = 8
         assert served.shape == (16, 8) and np.isfinite(served).all()
+    finally:
+        server.stop()
+
+
+def test_end_effector_state_and_joint_position_actions(droid, tmp_path: Path) -> None:
+    """Other recorded spaces: converted by name, configured by name, refused when they disagree."""
+    from vla_train.training import build_env_adapter
+
+    dataset = tmp_path / "cartesian"
+    convert(droid["raw"], dataset, state_space="cartesian", action_space="joint_position")
+    overrides = ["env=droid", f"env.dataset.root={dataset}", "env.image_size=32"]
+    cfg = compose_train(
+        [*overrides, "env.state_space=cartesian", "env.action_space=joint_position"], tmp_path
+    )
+    assert (cfg.env.state_dim, cfg.env.action_dim) == (7, 8)
+    sample = build_env_adapter(cfg.env).training_data().dataset[3]
+    raw = list(read_episode(droid["episodes"][0]).steps())[3]
+    np.testing.assert_allclose(sample["state"].numpy(), raw.state("cartesian"), atol=1e-6)
+    np.testing.assert_allclose(sample["actions"][0].numpy(), raw.action("joint_position"), atol=1e-6)
+    with pytest.raises(ValueError, match=r"env\.state_space=joint"):
+        build_env_adapter(compose_train(overrides, tmp_path).env).training_data()
+    with pytest.raises(ValueError, match="cartesian_speed"):
+        convert(droid["raw"], tmp_path / "bad", action_space="cartesian_speed")
+    # position targets pass through; velocities are clipped
+    target = np.array([2.5, -3.0, 0, 0, 0, 0, 0, 0.2])
+    np.testing.assert_array_equal(robot_action(target, velocity=False), [2.5, -3.0, 0, 0, 0, 0, 0, 0.0])
+
+
+def test_robot_client_speaks_the_served_policys_spaces() -> None:
+    from envs.droid.client import run_episode
+    from vla_train.serving.server import PolicyServer
+
+    metadata = {"state_dim": 7, "action_dim": 8, "chunk_size": 4, "image_size": 32,
+                "state_space": "cartesian", "action_space": "joint_position"}  # fmt: skip
+    seen = []
+
+    def policy(inputs):
+        seen.extend(inputs)
+        return np.full((len(inputs), 4, 8), 2.0, np.float32)
+
+    server = PolicyServer(policy, metadata, host="127.0.0.1", port=0).start()
+
+    class Robot:
+        def __init__(self) -> None:
+            self.actions = []
+
+        def get_observation(self):
+            image = np.zeros((180, 320, 3), np.uint8)
+            state = {"cartesian_position": [0.1, 0.2, 0.3, 0.0, 0.0, 0.0], "gripper_position": 0.5}
+            return {"image": {"ext": image, "wrist": image}, "robot_state": state}
+
+        def step(self, action):
+            self.actions.append(action)
+
+    try:
+        client = DroidPolicyClient(server.uri)
+        robot = Robot()
+        episode = run_episode(
+            robot, client, "put the cube in the bowl", "ext", "wrist", max_steps=6, control_hz=1e4
+        )
+        assert episode.steps == 6 and not episode.stopped_by_operator
+        assert len(seen) == 2  # 4-step chunks, open loop: requests at steps 0 and 4
+        np.testing.assert_allclose(seen[0]["state"], [0.1, 0.2, 0.3, 0, 0, 0, 0.5])
+        np.testing.assert_array_equal(robot.actions[0], [2.0] * 7 + [1.0])  # joint targets: not clipped
+        client.close()
     finally:
         server.stop()
