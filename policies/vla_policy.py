@@ -38,7 +38,15 @@ class Normalizer(nn.Module):
         keys = STATISTICS[self.mode]
         missing = [key for key in keys if key not in stats]
         if missing:
-            raise KeyError(f"normalization statistics for {name!r} lack {missing} (have {sorted(stats)})")
+            hint = (
+                "; datasets written before lerobot 0.4 lack quantiles: add them with "
+                "`python -m lerobot.datasets.v30.augment_dataset_quantile_stats --repo-id=<id>`"
+                if self.mode == "quantile"
+                else ""
+            )
+            raise KeyError(
+                f"normalization statistics for {name!r} lack {missing} (have {sorted(stats)}){hint}"
+            )
         first, second = (torch.as_tensor(stats[key], dtype=torch.float32).reshape(-1) for key in keys)
         if first.numel() != self.shift.numel():
             raise ValueError(

@@ -168,7 +168,12 @@ def pi05_run(droid, output: Path, optimizer: str, *overrides: str):
     )
 
 
-@pytest.mark.parametrize("optimizer", ["adamw", "muon", "pion"])
+OPTIMIZERS = sorted(
+    p.stem for p in (Path(__file__).resolve().parents[2] / "configs" / "optimizer").glob("*.yaml")
+)
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)  # the paper's three and every other option
 def test_pi05_trains_resumes_and_serves_what_select_action_gives(
     droid, tmp_path: Path, optimizer: str
 ) -> None:
