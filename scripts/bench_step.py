@@ -1,7 +1,7 @@
 """Time one training step (forward + backward + optimizer) of a full-size policy, random weights.
 
-Builds the published architectures without downloading weights (as ``param_counts.py`` does), in
-bf16 with the heads in fp32 under bf16 autocast, as the trainer runs on a GPU, and reports the median
+Builds the published architectures without downloading weights (as ``param_counts.py`` does), fp32
+weights under bf16 autocast, as the trainer runs on a GPU, and reports the median
 step time and the peak GPU memory. The ``_tiny`` backbones run anywhere (that is how it is tested).
 
     python scripts/bench_step.py --backbone prismatic_qwen25 --head l1 --batch 8     # VLA-Adapter, GPU
@@ -43,9 +43,7 @@ def build_policy(backbone_name: str, head_name: str, chunk: int, device: torch.d
     with device:
         backbone = build_backbone(backbone_name) if full_size else instantiate(cfg.backbone)
         policy = VLAPolicy(backbone, instantiate(cfg.head), action_dim=7, state_dim=8, chunk_size=chunk)
-    if device.type == "cuda":
-        policy.backbone.to(torch.bfloat16)  # as the full-size configs load it (backbone.dtype)
-    return policy
+    return policy  # fp32 weights, bf16 autocast on GPUs: as the trainer runs the full-size configs
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

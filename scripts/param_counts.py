@@ -61,14 +61,13 @@ def count(backbone_name: str, head_name: str) -> dict[tuple[str, str], int]:
 
 
 def training_state_bytes(totals: dict[tuple[str, str], int]) -> int:
-    """Weights + gradients + optimizer state, by parameter counts: the backbone in bf16 (its config's
-    ``dtype``), the head in fp32; AdamW keeps two moments per parameter, the spectral optimizers one
+    """Weights + gradients + optimizer state, by parameter counts, all fp32 (the configs train fp32
+    weights under bf16 autocast); AdamW keeps two moments per parameter, the spectral optimizers one
     momentum buffer; untrained parameters only their weights."""
     total = 0
     for (modality, algorithm), count in totals.items():
-        width = 4 if modality == "action" else 2
         states = -2 if modality == "untrained" else 2 if algorithm == "adamw" else 1
-        total += count * width * (2 + states)
+        total += count * 4 * (2 + states)
     return total
 
 

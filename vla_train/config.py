@@ -47,7 +47,7 @@ class Qwen3VLBackboneConfig:
     pretrained: str | None = "Qwen/Qwen3-VL-2B-Instruct"
     config: Any = None
     image_size: int = 224
-    dtype: str = "bfloat16"
+    dtype: str = "float32"
     attn_implementation: str = "sdpa"
     gradient_checkpointing: bool = False
     freeze: list[str] = field(default_factory=list)
@@ -67,7 +67,7 @@ class PrismaticBackboneConfig:
     pretrained_vision: bool = True
     vision_overrides: Any = None
     language_config: Any = None
-    dtype: str = "bfloat16"
+    dtype: str = "float32"
     attn_implementation: str = "sdpa"
     gradient_checkpointing: bool = False
     freeze: list[str] = field(default_factory=list)
@@ -83,7 +83,7 @@ class PI05BackboneConfig:
     config: Any = None
     tokenizer: str | None = "google/paligemma-3b-pt-224"
     image_size: int = 224
-    dtype: str = "bfloat16"
+    dtype: str = "float32"
     max_token_len: int = 200
     discrete_state: bool = True
     gradient_checkpointing: bool = False

@@ -102,6 +102,24 @@ def build_policy(
     return policy
 
 
+def warn_if_weights_are_low_precision(policy: torch.nn.Module) -> int:
+    """Trainable bf16/fp16 weights lose most of each fine-tuning step to rounding (README, Devices);
+    returns how many there are, after warning."""
+    low = sum(
+        p.numel()
+        for p in policy.parameters()
+        if p.requires_grad and p.dtype in (torch.bfloat16, torch.float16)
+    )
+    if low:
+        log.warning(
+            "%.1f M trainable parameters are stored in bf16/fp16: at fine-tuning learning rates most of "
+            "each optimizer step rounds away (scripts/bench_weight_precision.py). Train with "
+            "backbone.dtype=float32; bf16 autocast (trainer.mixed_precision) keeps the matmuls fast.",
+            low / 1e6,
+        )
+    return low
+
+
 def build_env_adapter(env_cfg: DictConfig) -> EnvAdapter:
     return get_class(env_cfg.adapter)(env_cfg)
 
@@ -136,6 +154,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     policy = build_policy(
         cfg, data.stats, data.state_key, data.action_key, pretrained_weights=resume_from is None
     )
+    warn_if_weights_are_low_precision(policy)
     rules = policy.optimizer_rules()
     optimizer = instantiate(cfg.optimizer)(
         policy, rules.modality_rules, adamw_patterns=rules.adamw_patterns, per_head_rules=rules.per_head_rules

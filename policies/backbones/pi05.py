@@ -94,7 +94,7 @@ class PI05Backbone(Backbone):
         config: Mapping[str, Any] | None = None,
         tokenizer: str | None = "google/paligemma-3b-pt-224",
         image_size: int = 224,
-        dtype: str = "bfloat16",
+        dtype: str = "float32",
         max_token_len: int = 200,
         discrete_state: bool = True,
         gradient_checkpointing: bool = False,

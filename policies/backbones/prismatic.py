@@ -94,7 +94,7 @@ class PrismaticBackbone(Backbone):
         pretrained_vision: bool = True,
         vision_overrides: Mapping[str, Mapping[str, Any]] | None = None,
         language_config: Mapping[str, Any] | None = None,
-        dtype: str = "bfloat16",
+        dtype: str = "float32",
         attn_implementation: str = "sdpa",
         gradient_checkpointing: bool = False,
         freeze: tuple[str, ...] | list[str] = (),

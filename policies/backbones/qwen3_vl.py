@@ -83,7 +83,7 @@ class Qwen3VLBackbone(Backbone):
         pretrained: hub id or local directory of a Qwen3-VL checkpoint; ignored when ``config`` is set.
         config: a ``Qwen3VLConfig`` as a mapping, to build with random weights (tiny variants).
         image_size: side the cameras are resized to (a multiple of 32); 224 gives 49 tokens per image.
-        dtype: weights' dtype for pretrained loading (``bfloat16`` on GPUs).
+        dtype: weights' dtype (fp32 to train: bf16 weights round fine-tuning steps away; bf16 to serve).
         attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``.
         gradient_checkpointing: trade compute for memory (non-reentrant, so frozen parts are safe).
         freeze: ``vision`` and/or ``language`` to keep fixed.
@@ -94,7 +94,7 @@ class Qwen3VLBackbone(Backbone):
         pretrained: str | None = "Qwen/Qwen3-VL-2B-Instruct",
         config: Mapping[str, Any] | None = None,
         image_size: int = 224,
-        dtype: str = "bfloat16",
+        dtype: str = "float32",
         attn_implementation: str = "sdpa",
         gradient_checkpointing: bool = False,
         freeze: tuple[str, ...] | list[str] = (),

@@ -38,3 +38,26 @@ def test_pi05_counts_match_the_published_checkpoint() -> None:
     assert by_modality["vision"] == pytest.approx(414.8e6, rel=1e-3)  # SigLIP So400m/14 + projector
     assert totals[("language", "adamw")] > 5.2e8  # the 257,152 × 2,048 embedding stays on AdamW
     assert totals[("action", "pion")] > 4.29e8 and totals[("language", "muon")] > 1.8e9
+
+
+def test_low_precision_trainable_weights_are_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    """Trained weights stay fp32 in every config; a bf16 override is flagged before training starts."""
+    import torch
+    from helpers import compose_train
+
+    from vla_train.training import warn_if_weights_are_low_precision
+
+    for backbone in ("prismatic_qwen25", "qwen3_vl", "pi05"):
+        assert compose_train([f"backbone={backbone}"], None).backbone.dtype == "float32"
+    model = torch.nn.Sequential(torch.nn.Linear(100, 100), torch.nn.Linear(100, 10).to(torch.bfloat16))
+    assert warn_if_weights_are_low_precision(model) == 1010 and "bf16/fp16" in caplog.text
+    model[1].requires_grad_(False)  # frozen low-precision weights are fine
+    assert warn_if_weights_are_low_precision(model) == 0
+
+
+def test_bf16_weights_lose_most_of_a_muon_step() -> None:
+    from bench_weight_precision import main
+
+    results = main(["--size", "128", "--lrs", "2.5e-5"])
+    assert results[("muon", 2.5e-5)]["fp32_changed"] == 1.0
+    assert results[("muon", 2.5e-5)]["bf16_changed"] < 0.5  # the reason the configs train fp32 weights
