@@ -336,3 +336,78 @@ def test_gradient_checkpointing_and_freezing_keep_the_math(tmp_path: Path) -> No
     torch.testing.assert_close(frozen, plain)
     assert not any("vision_tower" in name or "multi_modal_projector" in name for name in frozen_grads)
     assert any("language_model.layers.0" in name for name in frozen_grads)
+
+
+def published_pi05_base_shapes() -> dict[str, tuple[int, ...]]:
+    """lerobot/pi05_base's tensor names and shapes, written out from its layout (PaliGemma-3B-224 +
+    the Gemma-300M expert + the four projections; 812 tensors), independently of our modules."""
+    vlm, expert = "paligemma_with_expert.paligemma.", "paligemma_with_expert.gemma_expert."
+    shapes: dict[str, tuple[int, ...]] = {}
+    tower = f"{vlm}model.vision_tower.vision_model."
+    shapes[f"{tower}embeddings.patch_embedding.weight"] = (1152, 3, 14, 14)
+    shapes[f"{tower}embeddings.patch_embedding.bias"] = (1152,)
+    shapes[f"{tower}embeddings.position_embedding.weight"] = (256, 1152)
+    for i in range(27):
+        layer = f"{tower}encoder.layers.{i}."
+        for projection in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            shapes[f"{layer}self_attn.{projection}.weight"] = (1152, 1152)
+            shapes[f"{layer}self_attn.{projection}.bias"] = (1152,)
+        shapes[f"{layer}mlp.fc1.weight"], shapes[f"{layer}mlp.fc1.bias"] = (4304, 1152), (4304,)
+        shapes[f"{layer}mlp.fc2.weight"], shapes[f"{layer}mlp.fc2.bias"] = (1152, 4304), (1152,)
+        for norm in ("layer_norm1", "layer_norm2"):
+            shapes[f"{layer}{norm}.weight"] = shapes[f"{layer}{norm}.bias"] = (1152,)
+    shapes[f"{tower}post_layernorm.weight"] = shapes[f"{tower}post_layernorm.bias"] = (1152,)
+    shapes[f"{vlm}model.multi_modal_projector.linear.weight"] = (2048, 1152)
+    shapes[f"{vlm}model.multi_modal_projector.linear.bias"] = (2048,)
+    shapes[f"{vlm}lm_head.weight"] = (257152, 2048)  # the tied token embedding, saved once
+    for stream, width, mlp in ((f"{vlm}model.language_model.", 2048, 16384), (f"{expert}model.", 1024, 4096)):
+        for i in range(18):
+            layer = f"{stream}layers.{i}."
+            shapes[f"{layer}self_attn.q_proj.weight"] = (2048, width)
+            shapes[f"{layer}self_attn.k_proj.weight"] = shapes[f"{layer}self_attn.v_proj.weight"] = (
+                256,
+                width,
+            )
+            shapes[f"{layer}self_attn.o_proj.weight"] = (width, 2048)
+            shapes[f"{layer}mlp.gate_proj.weight"] = shapes[f"{layer}mlp.up_proj.weight"] = (mlp, width)
+            shapes[f"{layer}mlp.down_proj.weight"] = (width, mlp)
+            for norm in ("input_layernorm", "post_attention_layernorm"):
+                if width == 2048:
+                    shapes[f"{layer}{norm}.weight"] = (2048,)
+                else:
+                    shapes[f"{layer}{norm}.dense.weight"], shapes[f"{layer}{norm}.dense.bias"] = (
+                        (3072, 1024),
+                        (3072,),
+                    )
+    shapes[f"{vlm}model.language_model.norm.weight"] = (2048,)
+    shapes[f"{expert}model.norm.dense.weight"], shapes[f"{expert}model.norm.dense.bias"] = (
+        (3072, 1024),
+        (3072,),
+    )
+    shapes[f"{expert}lm_head.weight"] = (257152, 1024)
+    shapes["action_in_proj.weight"], shapes["action_in_proj.bias"] = (1024, 32), (1024,)
+    shapes["action_out_proj.weight"], shapes["action_out_proj.bias"] = (32, 1024), (32,)
+    for name in ("time_mlp_in", "time_mlp_out"):
+        shapes[f"{name}.weight"], shapes[f"{name}.bias"] = (1024, 1024), (1024,)
+    return shapes
+
+
+def test_full_size_modules_map_onto_every_published_tensor() -> None:
+    """The full-size π0.5 (meta device, no download) has a tensor of the right shape for each of
+    lerobot/pi05_base's 812, except the expert's unused lm_head."""
+    from policies.backbones.architectures import GEMMA_300M_EXPERT, PALIGEMMA_3B
+    from policies.pi05_weights import backbone_checkpoint_names, expert_checkpoint_names
+
+    published = published_pi05_base_shapes()
+    assert len(published) == 812
+    with torch.device("meta"):
+        backbone = PI05Backbone(pretrained=None, config=PALIGEMMA_3B, tokenizer=None)
+        head = PI05ActionExpert(1, 8, 8, 16, backbone.attention_geometry, **GEMMA_300M_EXPERT)
+    mapped = {}
+    for module, names in ((backbone, backbone_checkpoint_names), (head, expert_checkpoint_names)):
+        for name, tensor in module.state_dict().items():
+            found = [key for key in names(name) if key in published]
+            assert found, f"{name} has no published counterpart among {names(name)}"
+            mapped[found[0]] = tuple(tensor.shape)
+    assert set(published) - set(mapped) == {"paligemma_with_expert.gemma_expert.lm_head.weight"}
+    assert {key: published[key] for key in mapped} == mapped
