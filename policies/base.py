@@ -12,8 +12,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from vla_train.optim import ModalityRule, ParameterAssignment, PerHeadRule, assign_parameters
@@ -148,6 +150,11 @@ def freeze_parts(parts: Mapping[str, Sequence[nn.Module]], requested: Iterable[s
             )
         for module in parts[part]:
             module.requires_grad_(False)
+
+
+def plain_config(config: Any) -> Any:
+    """A Hydra/OmegaConf node → plain Python containers (library configs take dicts); others unchanged."""
+    return OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) else config
 
 
 @contextlib.contextmanager

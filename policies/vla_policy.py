@@ -114,7 +114,7 @@ class VLAPolicy(nn.Module):
         if "context_layers" in wanted:
             sizes["context_layers"] = backbone.num_layers
         if "backbone_attention" in wanted:
-            if getattr(backbone, "attention_geometry", None) is None:
+            if not backbone.exposes_keys_values:
                 raise ValueError(
                     f"this head attends jointly with its backbone's layers, which {type(backbone).__name__} "
                     "does not expose: pair head=pi05 with backbone=pi05 (or pi05_tiny)"

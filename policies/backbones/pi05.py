@@ -26,7 +26,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers import AutoTokenizer, ByT5Tokenizer, PaliGemmaConfig, PaliGemmaModel
@@ -41,6 +40,7 @@ from policies.base import (
     decoder_per_head_rules,
     default_dtype,
     freeze_parts,
+    plain_config,
 )
 from policies.joint_attention import AttentionGeometry, attend, project_heads
 from policies.pi05_weights import backbone_checkpoint_names, load_mapped_weights
@@ -101,7 +101,7 @@ class PI05Backbone(Backbone):
         freeze: tuple[str, ...] | list[str] = (),
     ) -> None:
         super().__init__()
-        settings = copy.deepcopy(_plain(config) if config is not None else PALIGEMMA_3B)
+        settings = dict(copy.deepcopy(plain_config(config) if config is not None else PALIGEMMA_3B))
         settings.setdefault("vision_config", {})["image_size"] = image_size
         paligemma_config = PaliGemmaConfig(**settings)
         with (
@@ -244,7 +244,3 @@ def prefix_layer(
     x = x + layer.self_attn.o_proj(attend(queries, keys, values, allowed))
     x = x + layer.mlp(layer.post_attention_layernorm(x))
     return x, keys, values
-
-
-def _plain(config: Any) -> Any:
-    return OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) else dict(config)

@@ -22,7 +22,6 @@ from typing import Any
 import timm
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, ByT5Tokenizer, Qwen2Config, Qwen2ForCausalLM
 
@@ -32,6 +31,7 @@ from policies.base import (
     OptimizerRules,
     decoder_per_head_rules,
     freeze_parts,
+    plain_config,
     split_context_and_queries,
     vit_per_head_rules,
     with_queries,
@@ -101,7 +101,7 @@ class PrismaticBackbone(Backbone):
         max_instruction_tokens: int = 64,
     ) -> None:
         super().__init__()
-        overrides = _plain(vision_overrides) or {}
+        overrides = plain_config(vision_overrides) or {}
         self.image_size = image_size
         self.max_instruction_tokens = max_instruction_tokens
         self.dino = second_to_last_layer_tower(
@@ -111,7 +111,7 @@ class PrismaticBackbone(Backbone):
             siglip_model, image_size, pretrained_vision, overrides.get("siglip")
         )
         if language_config is not None:
-            language = Qwen2Config(**_plain(language_config))
+            language = Qwen2Config(**plain_config(language_config))
             language._attn_implementation = attn_implementation
             self.language = Qwen2ForCausalLM(language)
             self.tokenizer: Any = ByT5Tokenizer()
@@ -259,7 +259,3 @@ def map_prismatic_state_dict(
             continue
         mapped[f"{tower}.{rest}"] = tensor
     return mapped
-
-
-def _plain(config: Any) -> Any:
-    return OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) else config

@@ -168,7 +168,7 @@ def test_quantile_normalization_is_openpis() -> None:
         Normalizer(3, "quantile").set_statistics({"q01": q01}, "state")
 
 
-def published_layout(backbone: PI05Backbone, head: PI05ActionExpert, path: Path, prefix: str = "") -> dict:
+def published_layout(backbone: PI05Backbone, path: Path, prefix: str = "") -> dict:
     """A tiny π0.5 checkpoint written the way lerobot publishes pi05_base: the VLM from transformers'
     own PaliGemmaForConditionalGeneration (its token embedding saved once, as the tied lm_head), the
     expert under openpi's names with adaptive-norm ``dense`` layers and an unused lm_head."""
@@ -214,9 +214,9 @@ def published_layout(backbone: PI05Backbone, head: PI05ActionExpert, path: Path,
 
 @pytest.mark.parametrize("prefix", ["", "model."])  # pi05_base's bare names; lerobot fine-tunes' "model."
 def test_published_weight_layout_loads_into_our_modules(tmp_path: Path, prefix: str) -> None:
-    backbone, head = tiny_parts(tmp_path)
+    backbone, _ = tiny_parts(tmp_path)
     file = tmp_path / "model.safetensors"
-    published = published_layout(backbone, head, file, prefix)
+    published = published_layout(backbone, file, prefix)
     tensors, stock = published["tensors"], published["stock"]
     loaded_backbone, _ = tiny_parts(tmp_path, pretrained=str(tmp_path))  # a directory holding the file
     cfg = compose_train(["backbone=pi05_tiny", "head=pi05_tiny"], tmp_path)
@@ -257,9 +257,9 @@ def test_published_weight_layout_loads_into_our_modules(tmp_path: Path, prefix: 
 
 
 def test_a_checkpoint_without_the_adaptive_norms_is_refused(tmp_path: Path) -> None:
-    backbone, head = tiny_parts(tmp_path)
+    backbone, _ = tiny_parts(tmp_path)
     file = tmp_path / "model.safetensors"
-    tensors = published_layout(backbone, head, file)["tensors"]
+    tensors = published_layout(backbone, file)["tensors"]
     del tensors["paligemma_with_expert.gemma_expert.model.norm.dense.weight"]
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(file))
     cfg = compose_train(["backbone=pi05_tiny", "head=pi05_tiny"], tmp_path)
