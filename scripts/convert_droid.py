@@ -31,15 +31,18 @@ def main(argv: list[str] | None = None) -> int:
         "--action", default="joint_velocity", choices=list(ACTION_SPACES), help="action space"
     )
     args = parser.parse_args(argv)
-    count = convert(
-        args.raw,
-        args.output,
-        args.repo_id,
-        args.annotations,
-        args.include_failures,
-        state_space=args.state,
-        action_space=args.action,
-    )
+    try:
+        count = convert(
+            args.raw,
+            args.output,
+            args.repo_id,
+            args.annotations,
+            args.include_failures,
+            state_space=args.state,
+            action_space=args.action,
+        )
+    except (FileExistsError, FileNotFoundError) as error:
+        parser.exit(2, f"error: {error}\n")
     print(f"{count} episodes → {args.output}")
     return count
 

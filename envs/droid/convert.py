@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from envs.droid import spaces
 from envs.droid.raw import find_episodes, read_episode
-from vla_train.data.lerobot_io import DatasetRecorder, image_feature, vector_feature
+from vla_train.data.lerobot_io import DatasetRecorder, image_feature, refuse_existing, vector_feature
 
 FPS = 15
 IMAGE_WIDTH, IMAGE_HEIGHT = 320, 180
@@ -37,8 +37,13 @@ def convert(
     state_space: str = "joint",
     action_space: str = "joint_velocity",
 ) -> int:
-    """Convert every episode below ``raw_root``; returns how many were written."""
+    """Convert every episode below ``raw_root``; returns how many were written.
+
+    ``output`` must not exist yet (or be an empty directory); it appears only once every episode is
+    converted, so a failed or interrupted conversion leaves nothing that looks like a dataset.
+    """
     spaces.check(state_space, action_space)
+    refuse_existing(Path(output), key="output")
     labels = json.loads(Path(annotations).read_text()) if annotations else None
     episodes = [read_episode(path, labels) for path in find_episodes(raw_root)]
     if not include_failures:

@@ -28,6 +28,7 @@ from vla_train.data.lerobot_io import (
     DatasetRecorder,
     image_feature,
     is_complete,
+    refuse_existing,
     vector_feature,
 )
 from vla_train.rollout import EpisodeSpec
@@ -62,6 +63,7 @@ class RobosuiteLiftAdapter(EnvAdapter):
                     f"env.dataset.root={root} holds no complete dataset; set env.dataset.generate=true to "
                     "record expert demonstrations there"
                 )
+            refuse_existing(root, key="env.dataset.root")
             self.generate_demonstrations(root, dataset_cfg.num_demos)
         return self.lerobot_training_data(root, dataset_cfg.episodes)
 
@@ -159,7 +161,6 @@ class RobosuiteLiftAdapter(EnvAdapter):
                     features,
                     robot_type="panda",
                     video=self.cfg.dataset.video,
-                    overwrite=True,
                 ) as recorder,
                 tqdm(total=num_demos, desc=f"expert demonstrations → {root}", dynamic_ncols=True) as progress,
             ):

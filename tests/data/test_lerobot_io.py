@@ -81,12 +81,55 @@ def test_episode_selection_and_in_memory_cache(tmp_path: Path) -> None:
         assert torch.equal(cached[i]["state"], transformed[i]["state"])
 
 
-def test_recorder_refuses_to_overwrite_and_marks_incomplete_data(tmp_path: Path) -> None:
+def test_recorder_never_touches_an_existing_directory(tmp_path: Path) -> None:
     root = tmp_path / "ds"
     record(root, [2])
-    with pytest.raises(FileExistsError, match="overwrite"):
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    with pytest.raises(FileExistsError, match=r"is a complete dataset.*nothing was changed"):
         DatasetRecorder(root, "local/unit", fps=10, features=FEATURES)
-    empty = tmp_path / "empty"
-    with DatasetRecorder(empty, "local/unit", fps=10, features=FEATURES):
-        pass
-    assert not is_complete(empty)
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
+
+    users = tmp_path / "users"
+    users.mkdir()
+    (users / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"not an empty directory.*nothing was changed"):
+        DatasetRecorder(users, "local/unit", fps=10, features=FEATURES)
+    assert [p.name for p in users.iterdir()] == ["notes.txt"]
+
+    empty = tmp_path / "empty"  # an empty directory holds nothing to lose: it becomes the dataset
+    empty.mkdir()
+    record(empty, [2])
+    assert is_complete(empty)
+
+
+def test_an_interrupted_or_empty_recording_never_looks_complete(tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    frame = {
+        "observation.images.front": np.zeros((8, 8, 3), np.uint8),
+        "observation.state": np.zeros(2, np.float32),
+        "action": np.zeros(3, np.float32),
+    }
+    with pytest.raises(KeyboardInterrupt), DatasetRecorder(root, "local/unit", 10, FEATURES) as recorder:
+        for _ in range(3):
+            recorder.add_frame(frame, task="t")
+        recorder.save_episode()  # one episode saved, then Ctrl-C
+        raise KeyboardInterrupt
+    assert not root.exists()  # the saved episode stays in the staging directory, which is ours
+    staging = tmp_path / ".ds.recording"
+    assert staging.is_dir()
+    record(root, [2, 3])  # the next recording clears it and finishes
+    assert is_complete(root) and not staging.exists()
+    assert len(load_lerobot_dataset("local/unit", root, "action", chunk_size=2)) == 5
+
+    with DatasetRecorder(tmp_path / "none", "local/unit", fps=10, features=FEATURES):
+        pass  # no episode
+    assert not (tmp_path / "none").exists()
+
+
+def test_a_staging_directory_that_is_not_ours_is_refused(tmp_path: Path) -> None:
+    foreign = tmp_path / ".ds.recording"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not made by vla-train"):
+        DatasetRecorder(tmp_path / "ds", "local/unit", fps=10, features=FEATURES)
+    assert (foreign / "notes.txt").read_text() == "mine"

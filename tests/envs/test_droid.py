@@ -257,6 +257,30 @@ def test_end_effector_state_and_joint_position_actions(droid, tmp_path: Path) ->
     np.testing.assert_array_equal(robot_action(target, velocity=False), [2.5, -3.0, 0, 0, 0, 0, 0, 0.0])
 
 
+def test_conversion_never_touches_existing_output_and_a_failed_one_leaves_nothing(
+    droid, tmp_path: Path
+) -> None:
+    import shutil
+
+    import h5py
+
+    users = tmp_path / "users"
+    users.mkdir()
+    (users / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"output=.*users.*nothing was changed"):
+        convert(droid["raw"], users)
+    assert [p.name for p in users.iterdir()] == ["notes.txt"]
+
+    raw = tmp_path / "raw"
+    shutil.copytree(droid["raw"], raw)
+    second = raw / droid["episodes"][1].relative_to(droid["raw"])
+    with h5py.File(second / "trajectory.h5", "a") as h5:
+        del h5["action/joint_velocity"]  # the first episode converts, the second fails
+    with pytest.raises(KeyError, match="joint_velocity"):
+        convert(raw, tmp_path / "dataset")
+    assert not (tmp_path / "dataset").exists()
+
+
 def test_robot_client_speaks_the_served_policys_spaces() -> None:
     from envs.droid.client import run_episode
     from vla_train.serving.server import PolicyServer

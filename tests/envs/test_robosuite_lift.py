@@ -36,6 +36,23 @@ def test_scripted_expert_lifts_the_cube(tmp_path: Path) -> None:
     assert successes == 3
 
 
+def test_recording_refuses_a_directory_that_is_not_our_dataset(tmp_path: Path) -> None:
+    """``generate=true`` (robosuite_lift's default) records only into a new or empty directory."""
+    from vla_train.training import train
+
+    users = tmp_path / "my_data"
+    users.mkdir()
+    (users / "notes.txt").write_text("mine")
+    cfg = compose_train(
+        [f"env.dataset.root={users}", "env.dataset.generate=true", "trainer=tiny", "logger=none"],
+        tmp_path / "run",
+    )
+    with pytest.raises(FileExistsError, match=r"env\.dataset\.root=.*my_data.*nothing was changed"):
+        train(cfg)
+    assert [p.name for p in users.iterdir()] == ["notes.txt"]
+    assert (users / "notes.txt").read_text() == "mine"
+
+
 def test_dataset_samples_and_live_observations_match(lift_dataset: Path, tmp_path: Path) -> None:
     cfg = compose_train([f"env.dataset.root={lift_dataset}", "env.dataset.cache_in_memory=false"], tmp_path)
     adapter = build_env_adapter(cfg.env)

@@ -95,12 +95,20 @@ def vector_feature(names: Sequence[str]) -> dict[str, Any]:
     return {"dtype": "float32", "shape": (len(names),), "names": list(names)}
 
 
-class DatasetRecorder:
-    """Writes episodes to a new local LeRobot dataset; ``with`` closes it (finalize) even on error.
+#: marks a finished dataset of ours; written last, just before the dataset is moved into place
+COMPLETE_MARKER = ".complete"
+#: marks a staging directory as the recorder's own, so a stale one may be removed
+STAGING_MARKER = ".vla-train-staging"
 
-    An interrupted recording keeps its saved episodes, and the dataset is only marked complete (a
-    ``.complete`` file) once :meth:`close` ran, so a half-written dataset is never mistaken for a
-    finished one.
+
+class DatasetRecorder:
+    """Writes episodes to a new local LeRobot dataset at ``root``; ``with`` finishes it.
+
+    Nothing at ``root`` is ever removed or overwritten: a ``root`` that exists and is not an empty
+    directory is refused before anything is written. Episodes go to a staging directory beside it
+    (``.<name>.recording``); only a recording that ends without an error, with at least one episode,
+    is marked complete and renamed to ``root``. An interrupted or failed recording therefore never
+    looks finished; its staging directory is ours and is cleared by the next recording.
     """
 
     def __init__(
@@ -111,21 +119,27 @@ class DatasetRecorder:
         features: Mapping[str, Any],
         robot_type: str | None = None,
         video: bool = False,
-        overwrite: bool = False,
     ) -> None:
         from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
         _quiet_datasets()
         self.root = Path(root)
-        if self.root.exists():
-            if not overwrite:
-                raise FileExistsError(f"{self.root} exists; choose another root or pass overwrite=True")
-            shutil.rmtree(self.root)
+        refuse_existing(self.root)
+        self.staging = self.root.parent / f".{self.root.name}.recording"
+        if self.staging.exists():
+            if not (self.staging / STAGING_MARKER).is_file():
+                raise FileExistsError(
+                    f"{self.staging} exists and was not made by vla-train; nothing was changed. Move it "
+                    f"away to record a dataset at {self.root}"
+                )
+            shutil.rmtree(self.staging)  # an interrupted recording of ours
+        self.staging.mkdir(parents=True)
+        (self.staging / STAGING_MARKER).touch()
         self.dataset = LeRobotDataset.create(
             repo_id=repo_id,
             fps=fps,
             features=dict(features),
-            root=self.root,
+            root=self.staging / "dataset",
             robot_type=robot_type,
             use_videos=video,
             image_writer_threads=0,
@@ -142,17 +156,50 @@ class DatasetRecorder:
     def discard_episode(self) -> None:
         self.dataset.clear_episode_buffer()
 
-    def close(self) -> None:
-        self.dataset.finalize()
-        if self.episodes:
-            (self.root / ".complete").touch()
+    def close(self, succeeded: bool = True) -> bool:
+        """Finish the files; move a successful, non-empty recording to ``root``. Returns whether it did."""
+        try:
+            self.dataset.finalize()
+        except Exception:
+            if succeeded:
+                raise  # otherwise the error that stopped the recording is the one to report
+        if not (succeeded and self.episodes):
+            return False
+        recorded = self.staging / "dataset"
+        (recorded / COMPLETE_MARKER).touch()
+        refuse_existing(self.root)  # nothing may have appeared there while recording
+        if self.root.is_dir():
+            self.root.rmdir()  # empty, checked above
+        recorded.rename(self.root)
+        shutil.rmtree(self.staging)  # now only our marker
+        return True
 
     def __enter__(self) -> DatasetRecorder:
         return self
 
-    def __exit__(self, *exc_info: Any) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: Any) -> None:
+        self.close(succeeded=exc_type is None)
+
+
+def refuse_existing(root: Path, key: str | None = None) -> None:
+    """Raise unless ``root`` is free for a new dataset: absent, or an empty directory.
+
+    ``key`` names the config field or argument that chose ``root``, for the message.
+    """
+    if root.is_dir() and not any(root.iterdir()):
+        return
+    if root.exists() or root.is_symlink():
+        what = (
+            "a complete dataset"
+            if is_complete(root)
+            else f"not an empty directory nor a dataset recorded by vla-train (no {COMPLETE_MARKER} file)"
+        )
+        raise FileExistsError(
+            f"{f'{key}=' if key else ''}{root} exists and is {what}, so no dataset is recorded there; "
+            "nothing was changed. Choose a new directory"
+        )
 
 
 def is_complete(root: str | Path) -> bool:
-    return (Path(root) / ".complete").is_file()
+    """Whether ``root`` is a dataset that a :class:`DatasetRecorder` finished."""
+    return (Path(root) / COMPLETE_MARKER).is_file()
