@@ -104,10 +104,24 @@ def test_each_head_trains_and_the_loss_falls(
     assert logged_lr[0] == 0.0 and max(logged_lr) == pytest.approx(1e-3) and logged_lr[-1] < 1e-4
 
 
-def test_resume_reproduces_the_uninterrupted_loss_curve_exactly(lift_dataset: Path, tmp_path: Path) -> None:
+def epochs(run_dir: Path) -> dict[int, int]:
+    return {
+        m["step"]: m["train/epoch"] for m in read_metrics(run_dir / "metrics.jsonl") if "train/epoch" in m
+    }
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_resume_across_epochs_reproduces_the_uninterrupted_run_exactly(
+    num_workers: int, lift_dataset: Path, tmp_path: Path
+) -> None:
+    """Stopped in epoch 0, again in epoch 1 and again in epoch 2 (one of them on an epoch boundary),
+    then resumed to the end: every loss and the final weights equal the uninterrupted run's, bit for bit."""
     settings = [
         "head=flow_tiny",
-        "trainer.steps=8",
+        "env.dataset.episodes=[0]",
+        "trainer.batch_size=16",
+        "trainer.steps=12",
+        f"trainer.num_workers={num_workers}",
         "trainer.gradient_accumulation_steps=2",
         "trainer.schedule=cosine",
         "trainer.warmup_steps=2",
@@ -116,15 +130,26 @@ def test_resume_reproduces_the_uninterrupted_loss_curve_exactly(lift_dataset: Pa
     ]
     straight = tmp_path / "straight"
     train(tiny_run(lift_dataset, straight, *settings))
+    epoch_of = epochs(straight)
+    stops = [2, 6, 8]  # 51 frames, micro-batches of 8: 3 steps an epoch; step 6 ends epoch 1
+    assert [epoch_of[step] for step in stops] == [0, 1, 2], epoch_of
+    assert epoch_of[12] == 3
+
     interrupted = tmp_path / "interrupted"
-    stopped = train(tiny_run(lift_dataset, interrupted, *settings, "trainer.stop_at_step=5"))
-    assert stopped["step"] == 5 and not stopped["interrupted"]
+    stopped = train(tiny_run(lift_dataset, interrupted, *settings, f"trainer.stop_at_step={stops[0]}"))
+    assert stopped["step"] == stops[0] and not stopped["interrupted"]
     with pytest.raises(RunDirectoryInUse, match=r"trainer\.resume=true"):
         train(tiny_run(lift_dataset, interrupted, *settings))
+    for stop in stops[1:]:
+        train(
+            tiny_run(
+                lift_dataset, interrupted, *settings, "trainer.resume=true", f"trainer.stop_at_step={stop}"
+            )
+        )
     train(tiny_run(lift_dataset, interrupted, *settings, "trainer.resume=true"))
 
     assert losses(straight) == losses(interrupted)  # every step, bit for bit
-    assert list(losses(interrupted)) == list(range(1, 9))
+    assert list(losses(interrupted)) == list(range(1, 13))
     a = load_file(list_checkpoints(straight)[-1] / "model.safetensors")
     b = load_file(list_checkpoints(interrupted)[-1] / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)

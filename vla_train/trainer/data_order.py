@@ -9,7 +9,10 @@ from torch.utils.data import Sampler
 
 
 class EpochSeededSampler(Sampler[int]):
-    """Shuffles ``0..size-1`` with a generator seeded by ``seed + epoch``; call :meth:`set_epoch`.
+    """Shuffles ``0..size-1`` with a generator seeded by ``seed + epoch``.
+
+    :meth:`set_epoch` is called by the loader that owns it (accelerate's prepared loader does, from
+    its own counter, so the trainer sets that counter rather than this sampler).
 
     Unlike ``RandomSampler`` with a shared generator, the permutation of epoch ``e`` does not depend
     on how many epochs this process has already drawn, which is what exact resume needs.

@@ -79,14 +79,13 @@ class TrainingLoop:
         micro_batch = self.trainer_cfg.batch_size // per_step
         if len(data.dataset) < micro_batch * accelerator.num_processes:
             raise ValueError(f"the dataset has {len(data.dataset)} samples, fewer than one batch")
-        self.sampler = EpochSeededSampler(len(data.dataset), seed=self.trainer_cfg.seed)
         # DataLoader.__iter__ draws worker seeds from this generator (from the global RNG without one),
         # so it is re-seeded per epoch too: a mid-epoch resume then leaves every RNG as it would be.
         self.loader_generator = torch.Generator()
         loader = DataLoader(
             data.dataset,
             batch_size=micro_batch,
-            sampler=self.sampler,
+            sampler=EpochSeededSampler(len(data.dataset), seed=self.trainer_cfg.seed),
             drop_last=True,
             num_workers=self.trainer_cfg.num_workers,
             persistent_workers=False,
@@ -135,7 +134,10 @@ class TrainingLoop:
         """Endless batches from the saved data position on, advancing epochs deterministically."""
         epoch, skip = self.state.epoch, self.state.batches_into_epoch
         while True:
-            self.sampler.set_epoch(epoch)
+            # accelerate's loader keeps its own epoch counter, starting at 0 in every process, and
+            # hands it to the sampler on each pass (and to the loader that skip_first_batches copies
+            # from it): set that counter, or a resumed run replays epoch 0's order after its first epoch.
+            self.loader.set_epoch(epoch)
             self.loader_generator.manual_seed(self.trainer_cfg.seed * 100_003 + epoch)
             loader = self.accelerator.skip_first_batches(self.loader, skip) if skip else self.loader
             for batch in loader:
