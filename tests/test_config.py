@@ -158,6 +158,10 @@ def test_bad_overrides_fail_at_compose_time(overrides, error, names: str, tmp_pa
         ("optimizer.tau=0.55", "optimizer.tau=0.55"),
         ("trainer.schedule=linear", "trainer.schedule='linear'"),
         ("env.n_action_steps=20", "env.n_action_steps=20"),
+        ("trainer.decay_steps=3", "trainer.decay_steps=3"),
+        ("optimizer.lr_scale_factor=0", "optimizer.lr_scale_factor=0"),
+        ("optimizer.aux_lr_ratio=-0.1", "optimizer.aux_lr_ratio=-0.1"),
+        ("optimizer.lr=inf", "optimizer.lr=inf"),
     ],
 )
 def test_out_of_range_values_fail_before_training(override: str, names: str, tmp_path: Path) -> None:

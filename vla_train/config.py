@@ -8,6 +8,7 @@ model is built — with a message naming the key. Range checks that types cannot
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,14 +149,16 @@ class OptimizerConfig:
     language: str = "muon"
     action: str = "pion"
     lr: float = 1e-4
+    aux_lr_ratio: float = 1.0  # lr × this for embeddings, output layers, norms, biases (VLANeXt: 0.1)
     weight_decay: float = 1e-2
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     adamw_eps: float = 1e-8
     momentum: float = 0.95
     nesterov: bool = True
     lr_scale: str = "moonlight"
+    lr_scale_factor: float | None = None  # null: the rule's own (moonlight 0.2); π0.5's official run 2.0
     ns_steps: int = 5
-    kp: int = 2
+    kp: int = 0
     rank: int = 16
     tau: float = 0.5
     compute_dtype: str = "auto"
@@ -227,6 +230,7 @@ class TrainerConfig:
     num_workers: int = 4
     warmup_steps: int = 0
     schedule: str = "constant"  # constant | cosine | multistep
+    decay_steps: int | None = None  # cosine: the decay horizon (null: trainer.steps; openpi's π0.5 30k)
     milestones: list[int] = field(default_factory=list)
     gamma: float = 0.1
     min_lr_ratio: float = 0.0
@@ -319,14 +323,20 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(f"optimizer.tau={optimizer.tau}: must be one of Table A7's cutoffs {LPMUON_TAUS}")
     if optimizer.rank < 1:
         raise ConfigError(f"optimizer.rank={optimizer.rank}: must be >= 1")
-    if optimizer.lr <= 0:
-        raise ConfigError(f"optimizer.lr={optimizer.lr}: must be > 0")
+    for key in ("lr", "aux_lr_ratio", "lr_scale_factor"):
+        if optimizer[key] is not None and not 0 < optimizer[key] < math.inf:
+            raise ConfigError(f"optimizer.{key}={optimizer[key]}: must be a finite number > 0")
     trainer = cfg.trainer
     _one_of("trainer.schedule", trainer.schedule, SCHEDULES)
     _one_of("trainer.mixed_precision", trainer.mixed_precision, MIXED_PRECISION)
     for key in ("steps", "batch_size", "gradient_accumulation_steps", "log_every", "max_nonfinite_steps"):
         if trainer[key] < 1:
             raise ConfigError(f"trainer.{key}={trainer[key]}: must be >= 1")
+    if trainer.decay_steps is not None and trainer.decay_steps < max(trainer.steps, trainer.warmup_steps + 1):
+        raise ConfigError(
+            f"trainer.decay_steps={trainer.decay_steps}: must be >= trainer.steps={trainer.steps} (and "
+            "beyond the warmup), or null to decay over trainer.steps"
+        )
     _one_of("logger.mode", cfg.logger.mode, LOGGER_MODES)
     env = cfg.env
     if not 1 <= env.n_action_steps <= env.chunk_size:

@@ -105,11 +105,11 @@ def test_built_optimizer_has_one_group_per_modality_and_algorithm_and_covers_eve
     assert isinstance(optimizer.optimizers["adamw"], torch.optim.AdamW)
     names = sorted(group["name"] for group in optimizer.param_groups)
     assert names == [
-        "action/adamw",
+        "action/adamw/aux",
         "action/pion",
-        "language/adamw",
+        "language/adamw/aux",
         "language/muon",
-        "vision/adamw",
+        "vision/adamw/aux",
         "vision/muon",
     ]
     owned = [id(p) for group in optimizer.param_groups for p in group["params"]]
@@ -119,6 +119,24 @@ def test_built_optimizer_has_one_group_per_modality_and_algorithm_and_covers_eve
     assert "action_head" in optimizer.summary and "pion" in optimizer.summary
     pion_numel = sum(p.numel() for p in optimizer.optimizers["pion"].param_groups[0]["params"])
     assert f"{pion_numel:,}" in optimizer.summary
+
+
+def test_aux_lr_ratio_scales_only_what_is_adamw_whatever_the_modality_chose() -> None:
+    """VLANeXt's official AdamW_aux: embeddings, outputs, norms, biases at 0.1 × lr; a modality that
+    chose AdamW (here vision) keeps the full lr for its matrices."""
+    optimizer = build_modality_optimizer(
+        TinyVLA(), RULES, vision="adamw", adamw_patterns=ADAMW, lr=1e-3, aux_lr_ratio=0.1
+    )
+    lr_of = {name: group["lr"] for group in optimizer.param_groups for name in group["param_names"]}
+    assert lr_of["vision.blocks.0.q_proj.weight"] == pytest.approx(1e-3)  # AdamW by choice
+    assert lr_of["language.layers.0.k_proj.weight"] == pytest.approx(1e-3)  # Muon
+    assert lr_of["action_head.blocks.0.o_proj.weight"] == pytest.approx(1e-3)  # Pion
+    for auxiliary in (
+        "vision.blocks.0.norm.weight",
+        "language.embed_tokens.weight",
+        "action_head.output.weight",
+    ):
+        assert lr_of[auxiliary] == pytest.approx(1e-4), auxiliary
 
 
 def test_table_a6_settings_are_expressible() -> None:

@@ -95,6 +95,23 @@ def test_lr_scale_rules() -> None:
         Muon([torch.nn.Parameter(torch.randn(3, 3))], lr_scale="adam")
 
 
+def test_lr_scale_factor_is_a_number_that_multiplies_the_rule() -> None:
+    """π0.5's official run steps with 2.0·sqrt(max(m, n)), VLA-Adapter's and VLANeXt's with 0.2·…."""
+    assert spectral_lr_scale("moonlight", 896, 4864, 2.0) == pytest.approx(2.0 * 4864**0.5)
+    assert spectral_lr_scale("keller", 4864, 896, 3.0) == pytest.approx(3.0 * (4864 / 896) ** 0.5)
+    grad = torch.randn(8, 12)
+    moved = {}
+    for factor in (None, 2.0):
+        param = torch.nn.Parameter(torch.zeros(8, 12))
+        opt = Pion([param], lr=0.1, momentum=0.0, lr_scale_factor=factor, compute_dtype="float32")
+        param.grad = grad.clone()
+        opt.step()
+        moved[factor] = param.detach().clone()
+    torch.testing.assert_close(moved[2.0], 10 * moved[None])
+    with pytest.raises(ValueError, match="lr_scale_factor"):
+        Muon([torch.nn.Parameter(torch.randn(3, 3))], lr_scale_factor=-1.0)
+
+
 def test_same_shape_parameters_are_batched_without_changing_the_result() -> None:
     shapes = [(16, 24), (16, 24), (24, 16), (16, 24), (7, 5)]
     grads = [torch.randn(*s) for s in shapes]

@@ -75,6 +75,8 @@ class ParameterAssignment:
     algorithm: str
     rule: str
     head_layout: HeadLayout | None = None
+    #: on AdamW whatever its modality's optimizer: not a hidden matrix, or matched by an adamw pattern
+    auxiliary: bool = False
 
 
 def assign_parameters(
@@ -130,7 +132,8 @@ def assign_parameters(
         if forced_adamw is not None:
             used_adamw.add(forced_adamw)
         algorithm = choices[rule.modality]
-        if not is_hidden_matrix(parameter) or forced_adamw is not None:
+        auxiliary = not is_hidden_matrix(parameter) or forced_adamw is not None
+        if auxiliary:
             algorithm = "adamw"
         layout = None
         head_rule = next((r for r, regex in head_compiled if regex.search(name)), None)
@@ -139,7 +142,7 @@ def assign_parameters(
             if algorithm != "adamw" and rule.modality in per_head_modalities:
                 layout = head_rule.layout
         assignments.append(
-            ParameterAssignment(name, parameter, rule.modality, algorithm, rule.pattern, layout)
+            ParameterAssignment(name, parameter, rule.modality, algorithm, rule.pattern, layout, auxiliary)
         )
 
     if unmatched:
@@ -164,14 +167,16 @@ def build_modality_optimizer(
     per_head_rules: Sequence[PerHeadRule | Mapping[str, Any]] = (),
     per_head_modalities: Sequence[str] = (),
     lr: float = 1e-4,
+    aux_lr_ratio: float = 1.0,
     weight_decay: float = 1e-2,
     betas: Sequence[float] = (0.9, 0.999),
     adamw_eps: float = 1e-8,
     momentum: float = 0.95,
     nesterov: bool = True,
     lr_scale: str = "moonlight",
+    lr_scale_factor: float | None = None,
     ns_steps: int = 5,
-    kp: int = 2,
+    kp: int = 0,
     rank: int = 16,
     tau: float = 0.5,
     compute_dtype: str = "auto",
@@ -181,6 +186,9 @@ def build_modality_optimizer(
 
     Every algorithm shares ``lr`` and ``weight_decay``: with the ``moonlight`` scale rule the spectral
     updates have AdamW's RMS, which is how the paper trains all three optimizer settings at one lr.
+    ``aux_lr_ratio`` scales the lr of the auxiliary parameters only — those on AdamW whatever their
+    modality's optimizer (embeddings, output layers, queries, norms, biases) — as VLANeXt's official run
+    does (``lr_ratio`` 0.1); matrices of a modality that chose AdamW keep ``lr``.
     ``kp`` (Pion), ``rank`` (LRMuon) and ``tau`` (LPMuon) only matter where that algorithm is used.
     ``exclude_embeddings_and_outputs=False`` ignores ``adamw_patterns`` (an ablation of Table A1's
     footnote: embeddings and output layers then go to the spectral optimizer of their modality).
@@ -196,34 +204,48 @@ def build_modality_optimizer(
         per_head_modalities=per_head_modalities,
     )
     spectral_options = dict(
-        momentum=momentum, nesterov=nesterov, lr_scale=lr_scale, compute_dtype=compute_dtype
+        momentum=momentum,
+        nesterov=nesterov,
+        lr_scale=lr_scale,
+        lr_scale_factor=lr_scale_factor,
+        compute_dtype=compute_dtype,
     )
     algorithm_options: dict[str, dict[str, Any]] = {
         "muon": dict(ns_steps=ns_steps, **spectral_options),
         "pion": dict(ns_steps=ns_steps, kp=kp, **spectral_options),
-        "lrmuon": dict(rank=rank, momentum=momentum, nesterov=nesterov, lr_scale=lr_scale),
+        "lrmuon": dict(
+            rank=rank,
+            momentum=momentum,
+            nesterov=nesterov,
+            lr_scale=lr_scale,
+            lr_scale_factor=lr_scale_factor,
+        ),
         "lpmuon": dict(tau=tau, **spectral_options),
     }
 
-    groups: dict[tuple[str, str, HeadLayout | None], list[ParameterAssignment]] = {}
+    groups: dict[tuple[str, str, HeadLayout | None, bool], list[ParameterAssignment]] = {}
     for assignment in assignments:
-        key = (assignment.algorithm, assignment.modality, assignment.head_layout)
+        key = (assignment.algorithm, assignment.modality, assignment.head_layout, assignment.auxiliary)
         groups.setdefault(key, []).append(assignment)
 
     optimizers: dict[str, torch.optim.Optimizer] = {}
     for algorithm in ALGORITHMS:
         param_groups = []
-        for (group_algorithm, modality, layout), members in groups.items():
+        for (group_algorithm, modality, layout, auxiliary), members in groups.items():
             if group_algorithm != algorithm:
                 continue
             group: dict[str, Any] = {
                 "params": [m.parameter for m in members],
                 "name": f"{modality}/{algorithm}"
-                + (f"/heads{layout.head_dim}x_axis{layout.axis}" if layout else ""),
+                + (f"/heads{layout.head_dim}x_axis{layout.axis}" if layout else "")
+                + ("/aux" if auxiliary else ""),
                 "modality": modality,
                 "algorithm": algorithm,
+                "auxiliary": auxiliary,
                 "param_names": [m.name for m in members],
             }
+            if auxiliary:
+                group["lr"] = lr * aux_lr_ratio
             if layout is not None:
                 group["per_head"] = layout
             param_groups.append(group)

@@ -50,6 +50,7 @@ class Muon(PolynomialSpectralOptimizer):
         weight_decay: float = 0.0,
         ns_steps: int = DEFAULT_STEPS,
         lr_scale: str = "moonlight",
+        lr_scale_factor: float | None = None,
         per_head: PerHead = False,
         eps: float = 1e-7,
         compute_dtype: str = "auto",
@@ -61,6 +62,7 @@ class Muon(PolynomialSpectralOptimizer):
             nesterov=nesterov,
             weight_decay=weight_decay,
             lr_scale=lr_scale,
+            lr_scale_factor=lr_scale_factor,
             per_head=per_head,
             eps=eps,
             compute_dtype=compute_dtype,
@@ -79,6 +81,7 @@ class Pion(PolynomialSpectralOptimizer):
 
     Args:
         kp: Promotion steps, the filter cutoff (0 = pure Suppression, ``ns_steps`` = pure Promotion).
+            0 is what the paper's official runs use (VLA-Adapter, VLANeXt and π0.5 alike).
         per_head: ``False`` for the default mode, or a :class:`HeadLayout` / mapping
             (``{"head_dim": 64, "axis": 0}``) to run the iteration per attention head (Alg. 3).
     """
@@ -87,12 +90,13 @@ class Pion(PolynomialSpectralOptimizer):
         self,
         params: Params,
         lr: float = 1e-4,
-        kp: int = 2,
+        kp: int = 0,
         momentum: float = 0.95,
         nesterov: bool = True,
         weight_decay: float = 0.0,
         ns_steps: int = DEFAULT_STEPS,
         lr_scale: str = "moonlight",
+        lr_scale_factor: float | None = None,
         per_head: PerHead = False,
         eps: float = 1e-7,
         compute_dtype: str = "auto",
@@ -104,6 +108,7 @@ class Pion(PolynomialSpectralOptimizer):
             nesterov=nesterov,
             weight_decay=weight_decay,
             lr_scale=lr_scale,
+            lr_scale_factor=lr_scale_factor,
             per_head=per_head,
             eps=eps,
             compute_dtype=compute_dtype,
@@ -132,6 +137,7 @@ class LowPassMuon(PolynomialSpectralOptimizer):
         nesterov: bool = True,
         weight_decay: float = 0.0,
         lr_scale: str = "moonlight",
+        lr_scale_factor: float | None = None,
         per_head: PerHead = False,
         eps: float = 1e-7,
         compute_dtype: str = "auto",
@@ -143,6 +149,7 @@ class LowPassMuon(PolynomialSpectralOptimizer):
             nesterov=nesterov,
             weight_decay=weight_decay,
             lr_scale=lr_scale,
+            lr_scale_factor=lr_scale_factor,
             per_head=per_head,
             eps=eps,
             compute_dtype=compute_dtype,

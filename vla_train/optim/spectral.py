@@ -28,25 +28,34 @@ from torch.optim import Optimizer
 
 SpectralMap = Callable[[torch.Tensor], torch.Tensor]
 
-LR_SCALE_RULES = ("moonlight", "keller", "none")
+#: each rule's factor unless ``lr_scale_factor`` says otherwise
+LR_SCALE_DEFAULT_FACTORS = {"moonlight": 0.2, "keller": 1.0, "none": 1.0}
+LR_SCALE_RULES = tuple(LR_SCALE_DEFAULT_FACTORS)
 
 
-def spectral_lr_scale(rule: str, rows: int, cols: int) -> float:
-    """Multiplier on the learning rate for an ``rows × cols`` spectral update.
+def spectral_lr_scale(rule: str, rows: int, cols: int, factor: float | None = None) -> float:
+    """Multiplier on the learning rate for an ``rows × cols`` spectral update: ``factor × term(m, n)``.
 
     - ``moonlight``: ``0.2·sqrt(max(m, n))`` (Liu et al., 2025). An orthogonal ``m × n`` matrix has
       RMS ``1/sqrt(max(m, n))``, so this gives the update AdamW's typical RMS of 0.2 and lets the
-      spectral and AdamW groups share one learning rate. The paper's own code uses it for VLAs.
+      spectral and AdamW groups share one learning rate. The paper's VLA-Adapter and VLANeXt runs use
+      factor 0.2; its π0.5 run (openpi) uses 2.0.
     - ``keller``: ``max(1, m/n)^0.5`` (Jordan et al., 2024), tuned for Muon-only learning rates.
     - ``none``: 1.
+
+    ``factor`` (``None``: the rule's own, :data:`LR_SCALE_DEFAULT_FACTORS`) multiplies the shape term.
     """
+    if rule not in LR_SCALE_DEFAULT_FACTORS:
+        raise ValueError(f"lr_scale must be one of {LR_SCALE_RULES}, got {rule!r}")
+    if factor is None:
+        factor = LR_SCALE_DEFAULT_FACTORS[rule]
+    elif not factor > 0:
+        raise ValueError(f"lr_scale_factor must be > 0, got {factor!r}")
     if rule == "moonlight":
-        return 0.2 * math.sqrt(max(rows, cols))
+        return factor * math.sqrt(max(rows, cols))
     if rule == "keller":
-        return max(1.0, rows / cols) ** 0.5
-    if rule == "none":
-        return 1.0
-    raise ValueError(f"lr_scale must be one of {LR_SCALE_RULES}, got {rule!r}")
+        return factor * max(1.0, rows / cols) ** 0.5
+    return factor
 
 
 @dataclass(frozen=True)
@@ -173,6 +182,7 @@ class SpectralOptimizer(Optimizer):
         nesterov: bool,
         weight_decay: float,
         lr_scale: str,
+        lr_scale_factor: float | None,
         per_head: bool | HeadLayout | Mapping[str, Any] | None,
         eps: float,
         compute_dtype: str,
@@ -190,6 +200,7 @@ class SpectralOptimizer(Optimizer):
             nesterov=nesterov,
             weight_decay=weight_decay,
             lr_scale=lr_scale,
+            lr_scale_factor=lr_scale_factor,
             per_head=per_head,
             eps=eps,
             compute_dtype=compute_dtype,
@@ -197,10 +208,15 @@ class SpectralOptimizer(Optimizer):
         )
         super().__init__(params, defaults)
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:  # state saved before the option existed
+            group.setdefault("lr_scale_factor", None)
+
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
         group = self.param_groups[-1]
-        spectral_lr_scale(group["lr_scale"], 1, 1)  # validates the rule name
+        spectral_lr_scale(group["lr_scale"], 1, 1, group["lr_scale_factor"])  # validates both
         layout = as_head_layout(group["per_head"])
         # Stored as a plain dict so that state_dict() stays loadable with torch.load(weights_only=True).
         group["per_head"] = asdict(layout) if layout is not None else False
@@ -255,7 +271,9 @@ class SpectralOptimizer(Optimizer):
             compute_dtype = resolve_compute_dtype(group["compute_dtype"], device)
             stacked = torch.cat([blocks for _, blocks in members]).to(compute_dtype)
             filtered = spectral_map(stacked)
-            step_size = group["lr"] * spectral_lr_scale(group["lr_scale"], rows, cols)
+            step_size = group["lr"] * spectral_lr_scale(
+                group["lr_scale"], rows, cols, group["lr_scale_factor"]
+            )
             start = 0
             for param, blocks in members:
                 chunk = filtered[start : start + blocks.size(0)]

@@ -100,6 +100,7 @@ class TrainingLoop:
             self.trainer_cfg.milestones,
             self.trainer_cfg.gamma,
             self.trainer_cfg.min_lr_ratio,
+            self.trainer_cfg.decay_steps,
         )
         self.unwrapped_policy = policy
         self.raw_optimizer = optimizer
@@ -171,7 +172,7 @@ class TrainingLoop:
                     self._log(self._gradient_diagnostics(micro_batches[0], step), step + 1)
                 loss, grad_norm = self._accumulate_gradients(micro_batches, step)
                 finite = math.isfinite(loss) and math.isfinite(grad_norm)
-                lr = self.raw_optimizer.param_groups[0]["lr"]  # what this step uses (all groups share it)
+                lr = self.base_lr()  # what this step uses
                 if finite:
                     self.optimizer.step()
                     self.state.nonfinite_streak = 0
@@ -312,6 +313,11 @@ class TrainingLoop:
         }
         result.update({f"grad_snr/{k}": v for k, v in meter.compute().items()})
         return result
+
+    def base_lr(self) -> float:
+        """``optimizer.lr`` on the schedule: the lr of every group but the auxiliary ones (a ratio of it)."""
+        groups = self.raw_optimizer.param_groups
+        return next((g["lr"] for g in groups if not g.get("auxiliary")), groups[0]["lr"])
 
     # ---------------------------------------------------------------------------------------- output
     def evaluate(self) -> dict[str, float]:

@@ -17,8 +17,13 @@ def build_lr_scheduler(
     milestones: Sequence[int] = (),
     gamma: float = 0.1,
     min_lr_ratio: float = 0.0,
+    decay_steps: int | None = None,
 ) -> LambdaLR:
-    """One multiplier for every parameter group (AdamW and spectral groups share the lr, Table A1)."""
+    """One multiplier for every parameter group, applied to each group's own initial lr.
+
+    ``cosine`` decays from the peak after warmup to ``min_lr_ratio`` × peak at ``decay_steps``
+    (default ``total_steps``): openpi's π0.5 recipe decays over 30k steps and stops at 20k.
+    """
     if schedule == "constant":
         return get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=warmup_steps)
     if schedule == "cosine":
@@ -26,7 +31,7 @@ def build_lr_scheduler(
             "cosine_with_min_lr",
             optimizer,
             num_warmup_steps=warmup_steps,
-            num_training_steps=total_steps,
+            num_training_steps=decay_steps or total_steps,
             scheduler_specific_kwargs={"min_lr_rate": min_lr_ratio},
         )
     if schedule == "multistep":
