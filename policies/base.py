@@ -20,8 +20,8 @@ from torch import nn
 
 from vla_train.optim import ModalityRule, ParameterAssignment, PerHeadRule, assign_parameters
 
-#: The paper's assignment (Table A1, configuration iii).
-PION_ASSIGNMENT = {"vision": "muon", "language": "muon", "action": "pion"}
+#: The paper's assignment (Table A1, configuration iii; connectors on Muon as in the official runs).
+PION_ASSIGNMENT = {"vision": "muon", "language": "muon", "action": "pion", "other": "muon"}
 
 
 @dataclass

@@ -148,6 +148,7 @@ class OptimizerConfig:
     vision: str = "muon"
     language: str = "muon"
     action: str = "pion"
+    other: str = "muon"  # connectors: projectors, meta queries, state projectors (the official "O")
     lr: float = 1e-4
     aux_lr_ratio: float = 1.0  # lr × this for embeddings, output layers, norms, biases (VLANeXt: 0.1)
     weight_decay: float = 1e-2
@@ -308,7 +309,7 @@ LOGGER_MODES = ("offline", "online", "disabled")
 def validate_config(cfg: DictConfig) -> None:
     """Range checks the schemas cannot express; raises :class:`ConfigError` naming the key."""
     optimizer = cfg.optimizer
-    for modality in ("vision", "language", "action"):
+    for modality in ("vision", "language", "action", "other"):
         _one_of(f"optimizer.{modality}", optimizer[modality], ALGORITHMS)
     for modality in optimizer.per_head_modalities:
         _one_of("optimizer.per_head_modalities[]", modality, MODALITIES)

@@ -210,15 +210,16 @@ class PrismaticBackbone(Backbone):
         )
         tied = self.language.lm_head.weight is self.language.get_input_embeddings().weight
         lm_head = [] if tied else [r"^language\.lm_head\."]  # a tied head is the embedding parameter itself
+        # As VLA-Adapter's official run (finetune_pion.py): the vision-language projector is a connector
+        # ("O"), and the ViTs' patch embeddings are Muon matrices like the rest of the towers.
         return OptimizerRules(
             modality_rules=[
                 ModalityRule(r"^(dino|siglip)\.", "vision"),
-                ModalityRule(r"^projector\.", "vision"),
+                ModalityRule(r"^projector\.", "other"),
                 ModalityRule(r"^language\.", "language"),
             ],
             adamw_patterns=[
                 r"^(dino|siglip)\.(cls_token|reg_token|pos_embed)$",
-                r"^(dino|siglip)\.patch_embed\.",
                 r"^language\.model\.embed_tokens\.",
                 *lm_head,
             ],

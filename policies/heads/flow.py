@@ -227,10 +227,15 @@ class FlowMatchingHead(ActionHead):
         return actions
 
     def optimizer_rules(self) -> OptimizerRules:
-        """All action modality; queries, positions and the output layer stay on AdamW (Table A1)."""
+        """As VLANeXt's official run (train_pion.py) routes its head: the meta queries and the state
+        projector are connectors (``other``); the timestep MLP, the final adaLN modulation, the positions
+        and the output layer stay on AdamW; everything else is action."""
         return OptimizerRules(
-            modality_rules=[ModalityRule(r"^", "action")],
-            adamw_patterns=[r"^meta_queries$", r"^position$", r"^output_proj\."],
+            modality_rules=[
+                ModalityRule(r"^(meta_queries$|state_proj\.)", "other"),
+                ModalityRule(r"^", "action"),
+            ],
+            adamw_patterns=[r"^position$", r"^time_mlp\.", r"^final_modulation\.", r"^output_proj\."],
             per_head_rules=[
                 PerHeadRule(r"^blocks\.\d+\.(q|k|v)_proj\.weight$", self.head_dim, 0),
                 PerHeadRule(r"^blocks\.\d+\.o_proj\.weight$", self.head_dim, 1),

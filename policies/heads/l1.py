@@ -80,10 +80,12 @@ class L1RegressionHead(ActionHead):
         return masked_mean((prediction - actions).abs(), action_is_pad)
 
     def optimizer_rules(self) -> OptimizerRules:
-        """All action modality; queries, chunk embeddings and the output layer stay on AdamW (Table A1)."""
+        """Action modality; queries, chunk embeddings and the output layer stay on AdamW (Table A1); the
+        proprio projector is a connector (``other``), as VLA-Adapter's official run routes it."""
         own = OptimizerRules(
             modality_rules=[
-                ModalityRule(r"^(action_queries|chunk_embedding|proprio_proj|output_proj)", "action")
+                ModalityRule(r"^proprio_proj\.", "other"),
+                ModalityRule(r"^(action_queries|chunk_embedding|output_proj)", "action"),
             ],
             adamw_patterns=[r"^action_queries$", r"^chunk_embedding$", r"^output_proj\."],
         )

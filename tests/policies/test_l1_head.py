@@ -109,4 +109,5 @@ def test_full_scale_policy_is_vla_adapters_97m() -> None:
     assert by_name["policy.blocks.3.gate"].algorithm == "adamw"
     assert by_name["policy.blocks.3.k_proj.weight"].algorithm == "pion"
     assert by_name["policy.blocks.3.o_proj.weight"].head_layout.axis == 1
-    assert by_name["proprio_proj.0.weight"].algorithm == "pion"
+    assert by_name["proprio_proj.0.weight"].algorithm == "muon"  # a connector, as the official run has it
+    assert by_name["proprio_proj.0.weight"].modality == "other"

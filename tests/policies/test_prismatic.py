@@ -90,7 +90,8 @@ def test_modalities_and_per_head_layouts_come_from_the_towers_and_the_lm(tmp_pat
         backbone.named_parameters(), per_head_modalities=["vision", "language"]
     )
     assert by_name["dino.reg_token"].algorithm == "adamw" and by_name["siglip.pos_embed"].algorithm == "adamw"
-    assert by_name["projector.fc1.weight"].modality == "vision"
+    assert by_name["projector.fc1.weight"].modality == "other"  # a connector, on Muon in optimizer=pion
+    assert by_name["dino.patch_embed.proj.weight"].algorithm == "muon"  # as finetune_pion.py routes it
     assert by_name["dino.blocks.0.attn.qkv.weight"].head_layout.head_dim == 16
     assert by_name["siglip.blocks.0.attn.qkv.weight"].head_layout.head_dim == 24
     k_proj = by_name["language.model.layers.0.self_attn.k_proj.weight"]

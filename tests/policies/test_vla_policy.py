@@ -72,7 +72,11 @@ def test_every_parameter_has_a_modality_and_the_head_is_action(head) -> None:
         policy.named_parameters(), per_head_modalities=["vision", "language", "action"]
     )
     assert len(by_name) == sum(1 for _ in policy.parameters())
-    assert all(a.modality == "action" for n, a in by_name.items() if n.startswith("head."))
+    connectors = {"head.proprio_proj", "head.meta_queries", "head.state_proj"}  # modality "other"
+    for name, assignment in by_name.items():
+        if name.startswith("head."):
+            is_connector = any(name.startswith(c) for c in connectors)
+            assert assignment.modality == ("other" if is_connector else "action"), name
     assert by_name["head.output_proj.weight"].algorithm == "adamw"
     assert by_name["backbone.language.embed_tokens.weight"].algorithm == "adamw"
     assert by_name["backbone.vision.pos_embed"].algorithm == "adamw"

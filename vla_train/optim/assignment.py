@@ -2,10 +2,14 @@
 
 The paper's recipe is Muon on vision and language hidden matrices, Pion on action hidden matrices
 and AdamW on everything else — embeddings, the LM head, the action head's output layer, action
-queries, norms and biases. Getting a single parameter wrong silently changes the experiment, so the
-assignment is strict, like torchtitan's: every trainable parameter lands in exactly one group, a rule
-that matches nothing is an error, a parameter that no rule matches is an error, and the resulting
-table (rule → tensors, parameters, optimizer) is logged for the record.
+queries, norms and biases. The official runs add a fourth modality, ``other`` ("O"): the connectors
+between the others (projectors, VLANeXt's meta queries, proprio/state projectors), on Muon in the
+Muon and Pion runs and on AdamW in the AdamW run.
+
+Getting a single parameter wrong silently changes the experiment, so the assignment is strict, like
+torchtitan's: every trainable parameter lands in exactly one group, a rule that matches nothing is an
+error, a parameter that no rule matches is an error, and the resulting table (rule → tensors,
+parameters, optimizer) is logged for the record.
 """
 
 from __future__ import annotations
@@ -93,7 +97,7 @@ def assign_parameters(
         named_parameters: e.g. ``model.named_parameters()``; frozen parameters are skipped.
         rules: ordered; the first rule whose pattern is found in the name sets the modality.
         optimizers: modality → algorithm for its hidden matrices, e.g. ``{"vision": "muon",
-            "language": "muon", "action": "pion"}``; ``other`` is always AdamW.
+            "language": "muon", "action": "pion", "other": "muon"}`` (``other`` left out: AdamW).
         adamw_patterns: names kept on AdamW although they are matrices (embeddings, LM head, the
             action head's output layer, learnable queries): Table A1's footnote.
         per_head_rules: how attention projections split into heads, for per-head mode.
@@ -163,6 +167,7 @@ def build_modality_optimizer(
     vision: str = "muon",
     language: str = "muon",
     action: str = "pion",
+    other: str = "muon",
     adamw_patterns: Sequence[str] = (),
     per_head_rules: Sequence[PerHeadRule | Mapping[str, Any]] = (),
     per_head_modalities: Sequence[str] = (),
@@ -198,7 +203,7 @@ def build_modality_optimizer(
     assignments = assign_parameters(
         named_parameters,
         rules,
-        {"vision": vision, "language": language, "action": action},
+        {"vision": vision, "language": language, "action": action, "other": other},
         adamw_patterns=adamw_patterns if exclude_embeddings_and_outputs else (),
         per_head_rules=per_head_rules,
         per_head_modalities=per_head_modalities,
@@ -314,8 +319,6 @@ def _check_choices(optimizers: Mapping[str, str]) -> dict[str, str]:
             raise ValueError(
                 f"optimizer for modality {modality!r} must be one of {ALGORITHMS}, got {algorithm!r}"
             )
-        if modality == "other" and algorithm != "adamw":
-            raise ValueError("modality 'other' is always optimized by AdamW")
         choices[modality] = algorithm
     missing = [m for m in MODALITIES if m not in choices]
     if missing:
