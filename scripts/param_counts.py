@@ -25,11 +25,15 @@ from policies.vla_policy import VLAPolicy
 
 HEADS = {
     "l1": {"_target_": "policies.heads.l1.L1RegressionHead", "_partial_": True},
+    "l1_bridge": {"_target_": "policies.heads.l1_bridge.BridgeL1RegressionHead", "_partial_": True},
     "flow": {"_target_": "policies.heads.flow.FlowMatchingHead", "_partial_": True},
     "pi05": {"_target_": "policies.heads.pi05.PI05ActionExpert", "_partial_": True, **GEMMA_300M_EXPERT},
 }
 #: the heads each backbone's paper pairs it with
 PAPER_HEADS = {"prismatic_qwen25": ["l1", "flow"], "qwen3_vl": ["l1", "flow"], "pi05": ["pi05"]}
+#: (action_dim, state_dim, chunk_size) of each backbone's paper environment: LIBERO (env=libero_*) for
+#: VLA-Adapter and VLANeXt, DROID (env=droid) for π0.5; the heads' input and output layers depend on them
+ENV_SHAPES = {"prismatic_qwen25": (7, 8, 8), "qwen3_vl": (7, 8, 8), "pi05": (8, 8, 16)}
 #: published π0.5 checkpoints also hold an ``lm_head`` for the expert (vocabulary × expert width) that
 #: π0.5 never uses; the published total (lerobot/pi05_base: 3,616,757,520) includes it
 PI05_UNUSED_EXPERT_LM_HEAD = PALIGEMMA_3B["vocab_size"] * GEMMA_300M_EXPERT["width"]
@@ -50,7 +54,8 @@ def count(backbone_name: str, head_name: str) -> dict[tuple[str, str], int]:
     with torch.device("meta"):
         backbone = build_backbone(backbone_name)
         head = instantiate(OmegaConf.create(HEADS[head_name]))
-        policy = VLAPolicy(backbone, head, action_dim=8, state_dim=8, chunk_size=16)
+        action_dim, state_dim, chunk_size = ENV_SHAPES[backbone_name]
+        policy = VLAPolicy(backbone, head, action_dim=action_dim, state_dim=state_dim, chunk_size=chunk_size)
     totals: dict[tuple[str, str], int] = defaultdict(int)
     for a in policy.optimizer_rules().assign(policy.named_parameters()).values():
         totals[(a.modality, a.algorithm)] += a.parameter.numel()

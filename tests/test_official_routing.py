@@ -42,18 +42,15 @@ def vla_adapter_official(name: str, ndim: int) -> str:
 
 
 def vla_adapter_name(ours: str) -> str:
-    """Our prismatic_qwen25 + l1 names → the official module each stands for."""
+    """Our prismatic_qwen25 + l1 (VLA-Adapter-Pro) names → the official module each stands for."""
     translations = [
         ("backbone.dino.", "vla.vision_backbone.featurizer."),
         ("backbone.siglip.", "vla.vision_backbone.fused_featurizer."),
         ("backbone.projector.", "vla.projector."),
         ("backbone.language.", "vla.language_model."),
         ("head.action_queries", "vla.action_queries.weight"),
-        ("head.proprio_proj.", "proprio_projector."),
-        ("head.output_proj.", "action_head.model.fc2."),
-        # our original-head input: the official head has no such tensor; it is a learned query table
-        ("head.chunk_embedding", "vla.action_queries.chunk"),
-        ("head.", "action_head.model."),
+        ("head.proprio_projector.", "proprio_projector."),
+        ("head.model.", "action_head.model."),
     ]
     return next(
         official + ours[len(prefix) :] for prefix, official in translations if ours.startswith(prefix)

@@ -101,9 +101,22 @@ class HeadConfig:
 
 @dataclass
 class L1HeadConfig(HeadConfig):
-    """VLA-Adapter's head: runs at the backbone's width with one bridge block per LM layer."""
+    """VLA-Adapter-Pro's head (the official runs'): the backbone's width, one Pro block per LM layer."""
 
     _target_: str = "policies.heads.l1.L1RegressionHead"
+    num_queries: int = 64
+    heads: int = 8
+    input_noise_std: float = 0.02
+    checkpoint: str | None = (
+        None  # a VLA-Adapter(-Pro) checkpoint directory: head, proprio projector, queries
+    )
+
+
+@dataclass
+class L1BridgeHeadConfig(HeadConfig):
+    """VLA-Adapter's original head: one shared-K/V bridge block per LM layer."""
+
+    _target_: str = "policies.heads.l1_bridge.BridgeL1RegressionHead"
     num_queries: int = 64
     heads: int = 8
 
@@ -292,6 +305,7 @@ def register_configs() -> None:
     store.store(group="backbone", name="prismatic_schema", node=PrismaticBackboneConfig)
     store.store(group="backbone", name="pi05_schema", node=PI05BackboneConfig)
     store.store(group="head", name="l1_schema", node=L1HeadConfig)
+    store.store(group="head", name="l1_bridge_schema", node=L1BridgeHeadConfig)
     store.store(group="head", name="flow_schema", node=FlowHeadConfig)
     store.store(group="head", name="pi05_schema", node=PI05HeadConfig)
     store.store(group="optimizer", name="optimizer_schema", node=OptimizerConfig)

@@ -1,10 +1,15 @@
-"""ℓ1-regression action head (eq. A1) as VLA-Adapter builds it.
+"""ℓ1-regression action head (eq. A1) as the paper's official VLA-Adapter runs train it: VLA-Adapter-Pro.
 
 Learnable action queries are appended to the language model's input, so every LM layer computes
-features for them; a bridge-attention policy (:mod:`policies.heads.bridge`) with one block per LM
-layer reads each layer's raw vision-language features and action-query features, plus a projected
-proprioception token, and regresses the whole action chunk with an ℓ1 loss. At full scale (Qwen2.5-
-0.5B: 24 layers of width 896) the policy has ~97 M parameters, VLA-Adapter's "Policy" size.
+features for them; the Pro policy (:mod:`policies.heads.vla_adapter_pro`, one block per LM layer)
+reads each layer's task-token and action-query features plus a projected proprioception token and
+regresses the whole action chunk with an ℓ1 loss. The parts carry the official names — ``model``
+(``MLPResNet``), ``proprio_projector`` (``ProprioProjector``: fc1, GELU, fc2), ``action_queries``
+(the VLA's ``action_queries`` embedding) — so released weights load strictly
+(:mod:`policies.vla_adapter_weights`). At full scale (Qwen2.5-0.5B: 24 layers of width 896) the
+trained policy has 179.3 M parameters (+ 38.6 M of frozen, unused ``film_gen``).
+
+``head=l1_bridge`` (:mod:`policies.heads.l1_bridge`) is VLA-Adapter's original shared-K/V head.
 """
 
 from __future__ import annotations
@@ -13,21 +18,89 @@ import torch
 from torch import nn
 
 from policies.base import ActionHead, BackboneOutput, OptimizerRules
-from policies.heads.bridge import BridgeAttentionPolicy
 from policies.heads.common import masked_mean
+from policies.heads.vla_adapter_pro import ProActionPolicy
+from policies.vla_adapter_weights import load_vla_adapter_head
 from vla_train.optim import ModalityRule
 
 
-class L1RegressionHead(ActionHead):
-    """Action queries through the backbone + bridge attention + ``‖f(x, c) − a‖₁``.
+class ActionQueryL1Head(ActionHead):
+    """What VLA-Adapter's heads share: action queries run through the backbone, and ``‖f(x, c) − a‖₁``.
+
+    Subclasses implement :meth:`regress`, the chunk prediction (``training`` tells the loss from
+    inference, for heads whose input differs between them).
+    """
+
+    def __init__(self, num_queries: int, context_dim: int) -> None:
+        super().__init__()
+        if num_queries < 1:
+            raise ValueError(f"num_queries must be >= 1, got {num_queries}")
+        self.action_queries = nn.Parameter(torch.randn(num_queries, context_dim) * 0.02)
+
+    def backbone_queries(self, batch_size: int) -> torch.Tensor:
+        return self.action_queries.unsqueeze(0).expand(batch_size, -1, -1)
+
+    def regress(
+        self, features: BackboneOutput, state: torch.Tensor, generator: torch.Generator | None, training: bool
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def predict(
+        self, features: BackboneOutput, state: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        self._check(features)
+        return self.regress(features, state, generator, training=False)
+
+    def loss(
+        self,
+        features: BackboneOutput,
+        state: torch.Tensor,
+        actions: torch.Tensor,
+        action_is_pad: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        self._check(features)
+        prediction = self.regress(features, state, generator, training=True)
+        return masked_mean((prediction - actions).abs(), action_is_pad)
+
+    def _check(self, features: BackboneOutput) -> None:
+        if features.layer_tokens is None or features.query_layer_tokens is None:
+            raise ValueError(
+                f"the {type(self).__name__} head needs per-layer features of its action queries: call the "
+                "backbone with queries=head.backbone_queries(batch) (VLAPolicy does)"
+            )
+
+
+class ProprioProjector(nn.Module):
+    """VLA-Adapter's ``ProprioProjector``: the robot state as one token of the backbone's width."""
+
+    def __init__(self, state_dim: int, width: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(state_dim, width)
+        self.act_fn = nn.GELU()
+        self.fc2 = nn.Linear(width, width)
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act_fn(self.fc1(state)))
+
+
+class L1RegressionHead(ActionQueryL1Head):
+    """VLA-Adapter-Pro: action queries through the backbone + the Pro policy + ``‖f(x, c) − a‖₁``.
 
     ``context_dim``, ``context_layers``, ``action_dim``, ``state_dim`` and ``chunk_size`` come from the
     backbone and the environment when the policy is built; the rest is the head's own config.
 
     Args:
         num_queries: action queries run through the language model (VLA-Adapter: 64).
-        heads: attention heads of each bridge block (VLA-Adapter: 8, i.e. 112-wide heads at 896).
+        heads: attention heads of each Pro block (VLA-Adapter: 8, i.e. 112-wide heads at 896).
+        input_noise_std: while training, the policy's zero input rows get a Gaussian of this standard
+            deviation, one draw per step shared by the batch, as the official head adds (0.02); its
+            first LayerNorm rescales it, so this sets the inputs' shape, not their size. 0 turns it off.
+        checkpoint: a VLA-Adapter(-Pro) checkpoint directory to load the head, the proprio projector
+            and the action queries from, strictly (:mod:`policies.vla_adapter_weights`).
     """
+
+    weight_sources = ("checkpoint",)  # only where weights come from: the architecture is in the config
 
     def __init__(
         self,
@@ -38,55 +111,38 @@ class L1RegressionHead(ActionHead):
         chunk_size: int,
         num_queries: int = 64,
         heads: int = 8,
+        input_noise_std: float = 0.02,
+        checkpoint: str | None = None,
     ) -> None:
-        super().__init__()
-        if num_queries < 1:
-            raise ValueError(f"num_queries must be >= 1, got {num_queries}")
-        self.action_queries = nn.Parameter(torch.randn(num_queries, context_dim) * 0.02)
-        self.chunk_embedding = nn.Parameter(torch.randn(chunk_size, context_dim) * 0.02)
-        self.proprio_proj = nn.Sequential(
-            nn.Linear(state_dim, context_dim), nn.GELU(), nn.Linear(context_dim, context_dim)
-        )
-        self.policy = BridgeAttentionPolicy(context_dim, context_layers, heads)
-        self.output_proj = nn.Linear(context_dim, action_dim)
+        super().__init__(num_queries, context_dim)
+        if input_noise_std < 0:
+            raise ValueError(f"input_noise_std must be >= 0, got {input_noise_std}")
+        self.chunk_size, self.input_noise_std = chunk_size, input_noise_std
+        self.proprio_projector = ProprioProjector(state_dim, context_dim)
+        self.model = ProActionPolicy(context_dim, context_layers, action_dim, heads)
+        if checkpoint:
+            load_vla_adapter_head(self, checkpoint)
 
-    def backbone_queries(self, batch_size: int) -> torch.Tensor:
-        return self.action_queries.unsqueeze(0).expand(batch_size, -1, -1)
-
-    def predict(
-        self, features: BackboneOutput, state: torch.Tensor, generator: torch.Generator | None = None
+    def regress(
+        self, features: BackboneOutput, state: torch.Tensor, generator: torch.Generator | None, training: bool
     ) -> torch.Tensor:
-        if features.layer_tokens is None or features.query_layer_tokens is None:
-            raise ValueError(
-                "the l1 (VLA-Adapter) head needs per-layer features of its action queries: call the backbone "
-                "with queries=head.backbone_queries(batch) (VLAPolicy does)"
-            )
-        proprio = self.proprio_proj(state).unsqueeze(1)
-        chunk = self.chunk_embedding.unsqueeze(0).expand(state.size(0), -1, -1)
-        hidden = self.policy(
-            chunk, features.layer_tokens, features.mask, features.query_layer_tokens, proprio
-        )
-        return self.output_proj(hidden)
-
-    def loss(
-        self,
-        features: BackboneOutput,
-        state: torch.Tensor,
-        actions: torch.Tensor,
-        action_is_pad: torch.Tensor,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        prediction = self.predict(features, state)
-        return masked_mean((prediction - actions).abs(), action_is_pad)
+        rows = state.new_zeros(state.size(0), self.chunk_size, self.model.input_dim)
+        if training and self.input_noise_std:
+            noise = torch.randn(
+                rows.shape[1:], device=rows.device, dtype=rows.dtype, generator=generator
+            )  # one draw for the whole batch, as the official head
+            rows = rows + self.input_noise_std * noise
+        proprio = self.proprio_projector(state).unsqueeze(1)
+        return self.model(rows, features.layer_tokens, features.mask, features.query_layer_tokens, proprio)
 
     def optimizer_rules(self) -> OptimizerRules:
-        """Action modality; queries, chunk embeddings and the output layer stay on AdamW (Table A1); the
-        proprio projector is a connector (``other``), as VLA-Adapter's official run routes it."""
+        """As the official run: the Pro policy is action (its output layer on AdamW), the proprio
+        projector a connector (``other``), the action queries on AdamW (Table A1)."""
         own = OptimizerRules(
             modality_rules=[
-                ModalityRule(r"^proprio_proj\.", "other"),
-                ModalityRule(r"^(action_queries|chunk_embedding|output_proj)", "action"),
+                ModalityRule(r"^proprio_projector\.", "other"),
+                ModalityRule(r"^action_queries$", "action"),
             ],
-            adamw_patterns=[r"^action_queries$", r"^chunk_embedding$", r"^output_proj\."],
+            adamw_patterns=[r"^action_queries$"],
         )
-        return self.policy.optimizer_rules().prefixed("policy") + own
+        return self.model.optimizer_rules().prefixed("model") + own

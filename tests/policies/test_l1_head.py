@@ -1,4 +1,5 @@
-"""VLA-Adapter's ℓ1 head: action queries through every backbone, bridge attention, size at full scale."""
+"""VLA-Adapter's original ℓ1 head (head=l1_bridge): action queries through every backbone, bridge
+attention, size at full scale. The Pro head (head=l1): tests/policies/test_vla_adapter_pro.py."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from helpers import compose_train
 from hydra.utils import instantiate
 
 from policies.heads.bridge import BridgeAttentionBlock
-from policies.heads.l1 import L1RegressionHead
+from policies.heads.l1_bridge import BridgeL1RegressionHead
 from policies.vla_policy import VLAPolicy
 
 BACKBONES = ["tiny", "prismatic_tiny", "qwen3_vl_tiny"]
@@ -77,7 +78,7 @@ def test_bridge_block_is_one_softmax_with_gated_raw_logits() -> None:
 def test_gate_starts_closed_and_learns() -> None:
     policy = VLAPolicy(
         instantiate(compose_train(["backbone=tiny"]).backbone),
-        functools.partial(L1RegressionHead, num_queries=4, heads=4),
+        functools.partial(BridgeL1RegressionHead, num_queries=4, heads=4),
         action_dim=7,
         state_dim=8,
         chunk_size=4,
@@ -98,9 +99,11 @@ def test_gate_starts_closed_and_learns() -> None:
     assert head.action_queries.grad.abs().sum() > 0  # the queries learn through the language model
 
 
-def test_full_scale_policy_is_vla_adapters_97m() -> None:
+def test_full_scale_bridge_policy_is_the_original_vla_adapters_97m() -> None:
     with torch.device("meta"):
-        head = L1RegressionHead(context_dim=896, context_layers=24, action_dim=7, state_dim=8, chunk_size=8)
+        head = BridgeL1RegressionHead(
+            context_dim=896, context_layers=24, action_dim=7, state_dim=8, chunk_size=8
+        )
     bridge = sum(p.numel() for p in head.policy.parameters())
     assert bridge == pytest.approx(97e6, rel=0.02)  # VLA-Adapter's "Policy" size
     by_name = head.optimizer_rules().assign(head.named_parameters(), per_head_modalities=["action"])

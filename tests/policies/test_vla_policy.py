@@ -71,17 +71,20 @@ def test_every_parameter_has_a_modality_and_the_head_is_action(head) -> None:
     by_name = policy.optimizer_rules().assign(
         policy.named_parameters(), per_head_modalities=["vision", "language", "action"]
     )
-    assert len(by_name) == sum(1 for _ in policy.parameters())
-    connectors = {"head.proprio_proj", "head.meta_queries", "head.state_proj"}  # modality "other"
+    assert len(by_name) == sum(1 for p in policy.parameters() if p.requires_grad)
+    connectors = {"head.proprio_projector", "head.meta_queries", "head.state_proj"}  # modality "other"
     for name, assignment in by_name.items():
         if name.startswith("head."):
             is_connector = any(name.startswith(c) for c in connectors)
             assert assignment.modality == ("other" if is_connector else "action"), name
-    assert by_name["head.output_proj.weight"].algorithm == "adamw"
+    output = "head.output_proj.weight" if head is TINY_FLOW else "head.model.fc2.weight"
+    assert by_name[output].algorithm == "adamw"
     assert by_name["backbone.language.embed_tokens.weight"].algorithm == "adamw"
     assert by_name["backbone.vision.pos_embed"].algorithm == "adamw"
     assert by_name["backbone.language.layers.0.self_attn.k_proj.weight"].head_layout.head_dim == 16
-    query = "head.blocks.0.q_proj.weight" if head is TINY_FLOW else "head.policy.blocks.0.q_proj.weight"
+    query = (
+        "head.blocks.0.q_proj.weight" if head is TINY_FLOW else "head.model.mlp_resnet_blocks.0.k_task.weight"
+    )
     assert by_name[query].head_layout.head_dim == (8 if head is TINY_FLOW else 16)
 
 

@@ -20,7 +20,12 @@ def test_prismatic_qwen25_language_model_is_the_half_billion_of_vla_adapter() ->
     language = totals[("language", "adamw")] + totals[("language", "muon")]
     assert language == pytest.approx(494e6, rel=0.01)  # Qwen2.5-0.5B: 0.49 B
     action = totals[("action", "adamw")] + totals[("action", "pion")]
-    assert action == pytest.approx(97e6, rel=0.02)  # VLA-Adapter's ~97 M bridge-attention policy
+    # VLA-Adapter-Pro's policy, 217,864,223 parameters in the official head, of which film_gen's
+    # 38,578,176 are unused (kept frozen here), + the 64 × 896 action queries
+    assert action == 217_864_223 - 38_578_176 + 64 * 896
+    assert totals[("untrained", "—")] == 38_578_176
+    bridge = count("prismatic_qwen25", "l1_bridge")
+    assert bridge[("action", "adamw")] + bridge[("action", "pion")] == pytest.approx(97e6, rel=0.02)
     vision = totals[("vision", "adamw")] + totals[("vision", "muon")]
     assert (
         6.5e8 < vision < 7.5e8
