@@ -174,6 +174,7 @@ class OptimizerConfig:
     ns_steps: int = 5
     kp: int = 0
     rank: int = 16
+    drop_null_directions: bool = True  # LRMuon: Alg. 1's k_eff; false = the official code's min(k, m, n)
     tau: float = 0.5
     compute_dtype: str = "auto"
     per_head_modalities: list[str] = field(default_factory=list)

@@ -225,6 +225,10 @@ def test_top_k_polar_factor_matches_svd_and_respects_the_true_rank() -> None:
     torch.testing.assert_close(top_k_polar_factor(matrix, 16), u @ v.T)
     batch = torch.stack([matrix, 2 * matrix])
     torch.testing.assert_close(top_k_polar_factor(batch, 3)[1], u[:, :3] @ v[:, :3].T)
+    # the official LowRankMuon keeps min(k, m, n) directions: 16 here, 11 of them numerical noise
+    official = top_k_polar_factor(matrix, 16, drop_null_directions=False)
+    assert torch.linalg.matrix_rank(official) == 16
+    torch.testing.assert_close(official @ v, u)  # the 5 real directions are still there
 
 
 def test_low_rank_muon_step_and_rank_validation() -> None:

@@ -183,6 +183,7 @@ def build_modality_optimizer(
     ns_steps: int = 5,
     kp: int = 0,
     rank: int = 16,
+    drop_null_directions: bool = True,
     tau: float = 0.5,
     compute_dtype: str = "auto",
     exclude_embeddings_and_outputs: bool = True,
@@ -220,6 +221,7 @@ def build_modality_optimizer(
         "pion": dict(ns_steps=ns_steps, kp=kp, **spectral_options),
         "lrmuon": dict(
             rank=rank,
+            drop_null_directions=drop_null_directions,
             momentum=momentum,
             nesterov=nesterov,
             lr_scale=lr_scale,

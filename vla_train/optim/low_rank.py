@@ -11,15 +11,16 @@ import torch
 from vla_train.optim.spectral import HeadLayout, SpectralMap, SpectralOptimizer
 
 
-def top_k_polar_factor(matrix: torch.Tensor, rank: int) -> torch.Tensor:
+def top_k_polar_factor(matrix: torch.Tensor, rank: int, drop_null_directions: bool = True) -> torch.Tensor:
     """``U_k V_kᵀ`` for the top ``k_eff = min(rank, rank(M))`` singular directions of each matrix.
 
     Args:
         matrix: ``(..., m, n)``. SVD needs fp32 or fp64, so lower precisions are promoted.
         rank: target rank ``k``.
-
-    Directions whose singular value is numerically zero (below ``σ_max · max(m, n) · eps``, the
-    tolerance of ``torch.linalg.matrix_rank``) are dropped, which is ``k_eff`` of Alg. 1, line 5.
+        drop_null_directions: drop directions whose singular value is numerically zero (below
+            ``σ_max · max(m, n) · eps``, the tolerance of ``torch.linalg.matrix_rank``), which is
+            ``k_eff`` of Alg. 1, line 5. ``False`` keeps ``min(k, m, n)`` directions whatever their
+            singular values, as the paper's official ``LowRankMuon`` does.
     """
     if rank < 1:
         raise ValueError(f"rank must be a positive integer, got {rank}")
@@ -27,6 +28,8 @@ def top_k_polar_factor(matrix: torch.Tensor, rank: int) -> torch.Tensor:
     u, s, vh = torch.linalg.svd(work, full_matrices=False)
     k = min(rank, s.size(-1))
     u, s, vh = u[..., :k], s[..., :k], vh[..., :k, :]
+    if not drop_null_directions:
+        return (u @ vh).to(matrix.dtype)
     tolerance = s[..., :1] * max(matrix.shape[-2:]) * torch.finfo(work.dtype).eps
     keep = (s > tolerance).to(work.dtype)
     return ((u * keep.unsqueeze(-2)) @ vh).to(matrix.dtype)
@@ -36,6 +39,7 @@ class LowRankMuon(SpectralOptimizer):
     """LRMuon: momentum, then its exact rank-``k`` polar factor instead of NS (the paper's Fig. 1, A1).
 
     A costly baseline: one SVD per matrix per step (about 15× Muon's step time in the paper).
+    ``drop_null_directions``: see :func:`top_k_polar_factor` (``False``: the official code's rank).
     """
 
     def __init__(
@@ -43,6 +47,7 @@ class LowRankMuon(SpectralOptimizer):
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
         lr: float = 1e-4,
         rank: int = 16,
+        drop_null_directions: bool = True,
         momentum: float = 0.95,
         nesterov: bool = True,
         weight_decay: float = 0.0,
@@ -64,7 +69,13 @@ class LowRankMuon(SpectralOptimizer):
             eps=eps,
             compute_dtype=compute_dtype,
             rank=rank,
+            drop_null_directions=drop_null_directions,
         )
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:  # state saved before the option existed
+            group.setdefault("drop_null_directions", True)
 
     def validate_group(self, group: dict[str, Any]) -> None:
         rank = group["rank"]
@@ -72,4 +83,6 @@ class LowRankMuon(SpectralOptimizer):
             raise ValueError(f"LowRankMuon: rank must be a positive integer, got {rank!r}")
 
     def spectral_map(self, group: dict[str, Any]) -> SpectralMap:
-        return partial(top_k_polar_factor, rank=group["rank"])
+        return partial(
+            top_k_polar_factor, rank=group["rank"], drop_null_directions=group["drop_null_directions"]
+        )
