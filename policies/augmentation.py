@@ -1,13 +1,19 @@
-"""Training-time image augmentation, as openpi applies it when fine-tuning π models.
+"""Training-time image augmentation, as the paper's official runs apply it.
 
-Per image: a random crop of ``crop_scale`` of each side resized back and a rotation within
-±``max_rotation`` degrees (not on wrist cameras, whose view is fixed to the gripper), then brightness,
-contrast and saturation jitter on every camera. The parameters come from the step's generator, so a
-resumed run augments exactly as the uninterrupted one did; the ops are torchvision's.
+- :class:`ImageAugmentation`, openpi's for π models: per image a random crop of ``crop_scale`` of each
+  side resized back and a rotation within ±``max_rotation`` degrees (not on wrist cameras, whose view
+  is fixed to the gripper), then brightness, contrast and saturation jitter on every camera.
+- :class:`OpenVLAImageAugmentation`, the one VLA-Adapter (``--image_aug True``) and VLANeXt configure
+  in OpenVLA's terms: a random resized crop, then brightness, contrast, saturation and hue, in that
+  order, on every camera.
+
+The parameters come from the step's generator, so a resumed run augments exactly as the uninterrupted
+one did; the image ops are torchvision's.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -85,3 +91,97 @@ class ImageAugmentation:
                 image = TF.adjust_saturation(image, factors["saturation"])
                 out[b, c] = image.clamp(0, 1)
         return out
+
+
+class OpenVLAImageAugmentation:
+    """Augment ``(B, cameras, 3, H, W)`` images in [0, 1] as OpenVLA-style data pipelines configure it.
+
+    ``random_resized_crop`` (area fraction drawn from ``crop_scale``, aspect ratio log-uniform in
+    ``crop_ratio``, resized back), then ``random_brightness``, ``random_contrast``,
+    ``random_saturation`` and ``random_hue``, in that order, with TensorFlow's meanings: brightness adds
+    ``δ ∈ [−b, b]``, contrast scales each channel about its own mean, hue turns by ``δ ∈ [−h, h]`` of a
+    full circle. Values are clipped to [0, 1] after each op. VLA-Adapter (``--image_aug True``,
+    ``prismatic/vla/datasets/datasets.py``): scale [0.9, 0.9], ratio [1, 1]; VLANeXt
+    (``libero_train_pion_config.yaml``): scale [0.8, 1.0], ratio [0.9, 1.1]; both brightness 0.2,
+    contrast and saturation [0.8, 1.2], hue 0.05.
+
+    Args:
+        cameras: the env's camera names, in the order of the images.
+        crop_scale: ``(low, high)`` area fraction of the crop; ``(1, 1)``: no crop.
+        crop_ratio: ``(low, high)`` aspect ratio (width / height) of the crop.
+        brightness: additive jitter bound; 0: none.
+        contrast, saturation: factor ranges ``(low, high)``; ``(1, 1)``: none.
+        hue: hue shift bound, a fraction of the colour circle (< 0.5); 0: none.
+    """
+
+    def __init__(
+        self,
+        cameras: Sequence[str],
+        crop_scale: Sequence[float] = (0.9, 0.9),
+        crop_ratio: Sequence[float] = (1.0, 1.0),
+        brightness: float = 0.2,
+        contrast: Sequence[float] = (0.8, 1.2),
+        saturation: Sequence[float] = (0.8, 1.2),
+        hue: float = 0.05,
+    ) -> None:
+        ranges = {
+            "crop_scale": crop_scale,
+            "crop_ratio": crop_ratio,
+            "contrast": contrast,
+            "saturation": saturation,
+        }
+        for name, bounds in ranges.items():
+            if len(bounds) != 2 or not 0 <= bounds[0] <= bounds[1]:
+                raise ValueError(
+                    f"{name} must be a range [low, high] with 0 <= low <= high, got {list(bounds)}"
+                )
+        if not 0 < crop_scale[0] <= crop_scale[1] <= 1 or crop_ratio[0] <= 0:
+            raise ValueError(
+                f"crop_scale must lie in (0, 1] and crop_ratio be > 0, got {crop_scale}, {crop_ratio}"
+            )
+        if not 0 <= brightness < 1 or not 0 <= hue < 0.5:
+            raise ValueError(f"brightness must be in [0, 1) and hue in [0, 0.5), got {brightness}, {hue}")
+        self.cameras = list(cameras)
+        self.crop_scale, self.crop_ratio = tuple(crop_scale), tuple(crop_ratio)
+        self.brightness, self.hue = brightness, hue
+        self.contrast, self.saturation = tuple(contrast), tuple(saturation)
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        batch, cameras, _, height, width = images.shape
+        if cameras != len(self.cameras):
+            raise ValueError(f"augmentation set up for cameras {self.cameras}, got {cameras} images")
+        draws = torch.rand(batch, cameras, 8, generator=generator, device=images.device).tolist()
+        out = torch.empty_like(images)
+        for b in range(batch):
+            for c in range(cameras):
+                scale, ratio, top, left, bright, contrast, saturation, hue = draws[b][c]
+                image = images[b, c]
+                if self.crop_scale != (1.0, 1.0):
+                    area = _between(self.crop_scale, scale) * height * width
+                    aspect = math.exp(
+                        _between((math.log(self.crop_ratio[0]), math.log(self.crop_ratio[1])), ratio)
+                    )
+                    crop_width = min(width, max(1, round(math.sqrt(area * aspect))))
+                    crop_height = min(height, max(1, round(math.sqrt(area / aspect))))
+                    image = TF.resized_crop(
+                        image,
+                        int(top * (height - crop_height + 1)),
+                        int(left * (width - crop_width + 1)),
+                        crop_height,
+                        crop_width,
+                        [height, width],
+                        antialias=True,
+                    )
+                image = (image + (2 * bright - 1) * self.brightness).clamp(0, 1)
+                mean = image.mean(dim=(-2, -1), keepdim=True)  # per channel, as tf.image.adjust_contrast
+                image = ((image - mean) * _between(self.contrast, contrast) + mean).clamp(0, 1)
+                image = TF.adjust_saturation(image, _between(self.saturation, saturation)).clamp(0, 1)
+                if self.hue:
+                    image = TF.adjust_hue(image, (2 * hue - 1) * self.hue).clamp(0, 1)
+                out[b, c] = image
+        return out
+
+
+def _between(bounds: tuple[float, float], draw: float) -> float:
+    low, high = bounds
+    return low + draw * (high - low)

@@ -1,5 +1,6 @@
-"""openpi's training-time image augmentation: reproducible from the step's generator, geometric only
-off the wrist camera, and only ever applied to training batches."""
+"""Training-time image augmentation (openpi's for π models, VLA-Adapter's for its LIBERO runs):
+reproducible from the step's generator, geometric only where it should be, and only ever applied to
+training batches."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from helpers import compose_train
 from hydra.utils import instantiate
 
-from policies.augmentation import ImageAugmentation
+from policies.augmentation import ImageAugmentation, OpenVLAImageAugmentation
 from vla_train.training import build_policy
 
 CAMERAS = ["exterior_1_left", "wrist_left"]
@@ -82,3 +83,58 @@ def test_droid_policies_augment_training_batches_only(tmp_path: Path) -> None:
     assert len(seen) == 1
     no_augmentation = compose_train(["env=droid", "env.augmentation=null"], tmp_path)
     assert instantiate(no_augmentation.env.augmentation) is None
+
+
+def test_vla_adapter_augmentation_follows_its_rlds_pipeline() -> None:
+    """TF semantics: brightness adds δ ∈ [−0.2, 0.2]; contrast scales each channel about its own mean."""
+    augment = OpenVLAImageAugmentation(CAMERAS)
+    first = augment(images(), torch.Generator().manual_seed(4))
+    assert torch.equal(first, augment(images(), torch.Generator().manual_seed(4)))
+    assert not torch.equal(first, augment(images(), torch.Generator().manual_seed(5)))
+    assert not torch.allclose(first[:, 1], images()[:, 1], atol=1e-3)  # the wrist camera too
+    assert first.min() >= 0 and first.max() <= 1
+
+    brightness_only = OpenVLAImageAugmentation(
+        CAMERAS, crop_scale=(1, 1), contrast=(1, 1), saturation=(1, 1), hue=0
+    )
+    gray = torch.full((64, 2, 3, 8, 8), 0.5)
+    shifts = brightness_only(gray, torch.Generator().manual_seed(1)) - 0.5
+    assert torch.allclose(shifts, shifts[..., :1, :1, :1])  # one additive δ per image
+    assert shifts.min() >= -0.2 - 1e-6 and shifts.max() <= 0.2 + 1e-6 and shifts.std() > 0.08
+
+    contrast_only = OpenVLAImageAugmentation(
+        CAMERAS, crop_scale=(1, 1), brightness=0, saturation=(1, 1), hue=0
+    )
+    picture = images()
+    out = contrast_only(picture, torch.Generator().manual_seed(2))
+    means = picture.mean(dim=(-2, -1), keepdim=True)
+    factor = (out - means)[..., 0, 24, 0] / (picture - means)[..., 0, 24, 0]  # a pixel far from 0 and 1
+    torch.testing.assert_close(out, ((picture - means) * factor[..., None, None, None] + means).clamp(0, 1))
+    assert ((factor >= 0.8 - 1e-5) & (factor <= 1.2 + 1e-5)).all()
+
+    nothing = OpenVLAImageAugmentation(
+        CAMERAS, crop_scale=(1, 1), brightness=0, contrast=(1, 1), saturation=(1, 1), hue=0
+    )
+    torch.testing.assert_close(nothing(images(), torch.Generator().manual_seed(0)), images())
+    with pytest.raises(ValueError, match="crop_scale"):
+        OpenVLAImageAugmentation(CAMERAS, crop_scale=(0, 0.5))
+
+
+@pytest.mark.parametrize(
+    ("preset", "crop_scale", "crop_ratio"),
+    [("vla_adapter", (0.9, 0.9), (1.0, 1.0)), ("vlanext", (0.8, 1.0), (0.9, 1.1))],
+)
+def test_official_augmentation_of_the_libero_presets(
+    preset: str, crop_scale, crop_ratio, tmp_path: Path
+) -> None:
+    """VA run_pion.sh --image_aug True (datasets.py image_augment_kwargs); VN yaml data.augmentation."""
+    augmentation = instantiate(compose_train([f"experiment={preset}"], tmp_path).env.augmentation)
+    assert isinstance(augmentation, OpenVLAImageAugmentation) and augmentation.cameras == ["image", "image2"]
+    assert (augmentation.crop_scale, augmentation.crop_ratio) == (crop_scale, crop_ratio)
+    assert (augmentation.brightness, augmentation.contrast, augmentation.saturation, augmentation.hue) == (
+        0.2,
+        (0.8, 1.2),
+        (0.8, 1.2),
+        0.05,
+    )
+    assert compose_train(["env=libero_object"], tmp_path).env.augmentation is None  # not outside the presets
