@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from envs.droid.trials import ROBOT_GROUP  # noqa: E402
 from envs.libero.plus import CATEGORY_COLUMNS, table1_row  # noqa: E402
+from vla_train.config import OptimizerConfig  # noqa: E402
 from vla_train.rollout import ResultsFile, summarize  # noqa: E402
 
 MODALITIES = ("vision", "language", "action")
@@ -63,7 +64,7 @@ class Run:
             label += " (per-head)"
         if opt.action == "lrmuon":
             label += f" k={opt.rank}"
-        if opt.action == "pion" and opt.kp != 2:
+        if opt.action == "pion" and opt.kp != OptimizerConfig.kp:  # named when not the default
             label += f" kp={opt.kp}"
         return label
 

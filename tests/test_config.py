@@ -141,6 +141,8 @@ def test_table_a6_settings_are_command_line_overrides(setting: str, as_option: b
         (["optimizer.kpp=1"], ConfigCompositionException, "kpp"),
         (["optimizer.kp=two"], ConfigCompositionException, "kp"),
         (["trainer.stepz=5"], ConfigCompositionException, "stepz"),
+        (["experiment=smok"], ConfigCompositionException, "smok"),  # not silently the default run
+        (["ablation=S10"], ConfigCompositionException, "S10"),
     ],
 )
 def test_bad_overrides_fail_at_compose_time(overrides, error, names: str, tmp_path: Path) -> None:
@@ -162,6 +164,21 @@ def test_bad_overrides_fail_at_compose_time(overrides, error, names: str, tmp_pa
         ("optimizer.lr_scale_factor=0", "optimizer.lr_scale_factor=0"),
         ("optimizer.aux_lr_ratio=-0.1", "optimizer.aux_lr_ratio=-0.1"),
         ("optimizer.lr=inf", "optimizer.lr=inf"),
+        # the silent misreadings and hangs of issue 17
+        ("env.eval.num_workers=0", "env.eval.num_workers=0"),
+        ("env.eval.num_workers=-1", "env.eval.num_workers=-1"),
+        ("trainer.max_grad_norm=-1", "trainer.max_grad_norm=-1"),
+        ("trainer.gamma=-1", "trainer.gamma=-1"),
+        ("trainer.min_lr_ratio=2", "trainer.min_lr_ratio=2"),
+        ("trainer.checkpoint_every=-1", "trainer.checkpoint_every=-1"),
+        ("trainer.eval_every=-1", "trainer.eval_every=-1"),
+        ("trainer.diagnostics_every=-1", "trainer.diagnostics_every=-1"),
+        ("trainer.stop_at_step=-1", "trainer.stop_at_step=-1"),
+        ("trainer.warmup_steps=-10", "trainer.warmup_steps=-10"),
+        ("trainer.milestones=[-5]", "trainer.milestones=[-5]"),
+        ("optimizer.betas=[0.9]", "optimizer.betas=[0.9]"),
+        ("optimizer.compute_dtype=int8", "optimizer.compute_dtype='int8'"),
+        ("optimizer.momentum=1.5", "optimizer.momentum=1.5"),
     ],
 )
 def test_out_of_range_values_fail_before_training(override: str, names: str, tmp_path: Path) -> None:

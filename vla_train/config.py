@@ -316,6 +316,38 @@ def register_configs() -> None:
     store.store(group="logger", name="logger_schema", node=LoggerConfig)
 
 
+def _finite(v) -> bool:
+    return math.isfinite(v)
+
+
+#: numbers the schemas type but cannot bound: key → (allowed?, what is allowed)
+RANGES: dict[str, tuple[Any, str]] = {
+    "optimizer.weight_decay": (lambda v: v >= 0 and _finite(v), "a finite number >= 0"),
+    "optimizer.momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "optimizer.adamw_eps": (lambda v: v > 0 and _finite(v), "a finite number > 0"),
+    "optimizer.betas": (lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1)"),
+    "trainer.warmup_steps": (lambda v: v >= 0, ">= 0"),
+    "trainer.milestones": (lambda v: all(m >= 1 for m in v), "steps >= 1"),
+    "trainer.gamma": (lambda v: v > 0 and _finite(v), "a finite number > 0"),
+    "trainer.min_lr_ratio": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "trainer.max_grad_norm": (lambda v: v is None or (v > 0 and _finite(v)), "a finite number > 0, or null"),
+    "trainer.num_workers": (lambda v: v >= 0, ">= 0"),
+    "trainer.checkpoint_every": (lambda v: v >= 0, ">= 0 (0: only at the end)"),
+    "trainer.eval_every": (lambda v: v >= 0, ">= 0 (0: only at the end)"),
+    "trainer.diagnostics_every": (lambda v: v >= 0, ">= 0 (0: never)"),
+    "trainer.keep_checkpoints": (lambda v: v >= 1, ">= 1"),
+    "trainer.stop_at_step": (lambda v: v is None or v >= 1, ">= 1, or null"),
+    "trainer.max_nonfinite_steps": (lambda v: v >= 1, ">= 1"),
+    "env.image_size": (lambda v: v >= 1, ">= 1"),
+    "env.chunk_size": (lambda v: v >= 1, ">= 1"),
+    "env.fps": (lambda v: v >= 1, ">= 1"),
+    "env.dataset.num_demos": (lambda v: v >= 1, ">= 1"),
+    "env.eval.episodes": (lambda v: v >= 0, ">= 0"),
+    "env.eval.max_steps": (lambda v: v >= 1, ">= 1"),
+    "env.eval.videos": (lambda v: v >= 0, ">= 0"),
+    "env.eval.num_workers": (lambda v: v >= 1, ">= 1 env worker process"),
+}
+COMPUTE_DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
 SCHEDULES = ("constant", "cosine", "multistep")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 LOGGER_MODES = ("offline", "online", "disabled")
@@ -323,7 +355,13 @@ LOGGER_MODES = ("offline", "online", "disabled")
 
 def validate_config(cfg: DictConfig) -> None:
     """Range checks the schemas cannot express; raises :class:`ConfigError` naming the key."""
+    for key, (allowed, what) in RANGES.items():
+        value = OmegaConf.select(cfg, key)
+        if not allowed(value):
+            shown = list(value) if OmegaConf.is_list(value) else value
+            raise ConfigError(f"{key}={shown}: must be {what}")
     optimizer = cfg.optimizer
+    _one_of("optimizer.compute_dtype", optimizer.compute_dtype, COMPUTE_DTYPES)
     for modality in ("vision", "language", "action", "other"):
         _one_of(f"optimizer.{modality}", optimizer[modality], ALGORITHMS)
     for modality in optimizer.per_head_modalities:

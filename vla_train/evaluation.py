@@ -46,8 +46,16 @@ def local_policy_fn(policy: VLAPolicy, seed: int | None = None) -> PolicyFn:
     return act
 
 
+class EvaluationFailed(RuntimeError):
+    """Every episode of an evaluation ended in an error: there is no success rate to report."""
+
+
 def evaluate_policy(policy: VLAPolicy, adapter: EnvAdapter, output_dir: Path) -> dict[str, float]:
-    """Run the adapter's evaluation protocol; returns success statistics (overall and per group)."""
+    """Run the adapter's evaluation protocol; returns success statistics (overall and per group).
+
+    Raises :class:`EvaluationFailed` when every episode errored (a misspelled camera or task, a broken
+    simulator), rather than reporting a 0 % success rate that the policy never earned.
+    """
     specs = adapter.evaluation_episodes()
     if not specs:  # a real robot (DROID): evaluated through the policy server instead
         print(f"env={adapter.cfg.name} has no simulated evaluation; serve the policy (scripts/serve.py)")
@@ -76,4 +84,10 @@ def evaluate_policy(policy: VLAPolicy, adapter: EnvAdapter, output_dir: Path) ->
     console = Console()
     console.print(summary.table("evaluation"))
     console.print(f"episodes: {output_dir / 'episodes.jsonl'}; protocol: {output_dir / 'protocol.yaml'}")
+    if records and summary.overall.errors == summary.overall.episodes:
+        first = next(r["error"] for r in records if r.get("error") is not None)
+        raise EvaluationFailed(
+            f"all {len(records)} evaluation episodes ended in an error, e.g. {first!r}; nothing measured "
+            f"(details in {output_dir / 'episodes.jsonl'})"
+        )
     return summary.metrics()

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_model
 
 from policies.vla_policy import VLAPolicy
+from vla_train.config import validate_config
 from vla_train.trainer.checkpoint import resolve_resume
 from vla_train.training import build_policy
 
@@ -44,8 +45,15 @@ def load_policy(
             f"{config_file} is missing: a checkpoint is read with the config its run saved"
         )
     cfg = apply_overrides(OmegaConf.load(config_file), overrides)
+    validate_config(cfg)  # the run's config with the overrides, checked as a new run's would be
     policy = build_policy(cfg, None, "", "", pretrained_weights=False)
-    missing, unexpected = load_model(policy, str(path / "model.safetensors"), strict=False)
+    try:
+        missing, unexpected = load_model(policy, str(path / "model.safetensors"), strict=False)
+    except RuntimeError as error:  # tensor shapes differ: an override changed the architecture
+        raise RuntimeError(
+            f"checkpoint {path} does not fit its config with the overrides {list(overrides)}: the "
+            f"policy they build has other tensor shapes ({str(error).splitlines()[-1].strip()})"
+        ) from error
     if missing or unexpected:
         raise RuntimeError(
             f"checkpoint {path} does not match its config: missing {sorted(missing)[:8]}, "

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from envs.base import EnvAdapter
 from policies.vla_policy import VLAPolicy
-from vla_train.config import validate_config
+from vla_train.config import ConfigError, validate_config
 from vla_train.trainer.checkpoint import list_checkpoints, resolve_resume
 from vla_train.trainer.loop import TrainingLoop
 
@@ -24,6 +24,57 @@ log = logging.getLogger(__name__)
 
 class RunDirectoryInUse(RuntimeError):
     """The run directory already holds checkpoints and the config did not ask to resume."""
+
+
+#: what a resumed run may change without changing what it trains (dotted prefixes)
+CHANGEABLE_ON_RESUME = (
+    "trainer.resume",
+    "trainer.stop_at_step",
+    "trainer.num_workers",
+    "trainer.log_every",
+    "trainer.checkpoint_every",
+    "trainer.keep_checkpoints",
+    "trainer.eval_every",
+    "trainer.cpu",
+    "logger",
+    "evaluate",
+    "env.eval",
+    "output_dir",
+    "run_name",
+)
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a.b.c": leaf}`` of a nested container (lists are leaves)."""
+    if not isinstance(node, dict):
+        return {prefix: node}
+    flat: dict[str, Any] = {}
+    for key, value in node.items():
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def check_resumed_config(saved_path: Path, cfg: DictConfig) -> None:
+    """Refuse to resume with settings that change what the run trains; name every one of them."""
+    if not saved_path.is_file():
+        return
+    saved = flatten(OmegaConf.to_container(OmegaConf.load(saved_path), resolve=False))
+    current = flatten(OmegaConf.to_container(cfg, resolve=True))
+    changed = {
+        key: (saved.get(key, "<absent>"), current.get(key, "<absent>"))
+        for key in sorted(set(saved) | set(current))
+        if saved.get(key, "<absent>") != current.get(key, "<absent>")
+        and not any(key == p or key.startswith(p + ".") for p in CHANGEABLE_ON_RESUME)
+    }
+    if changed:
+        shown = "; ".join(
+            f"{key}: {old!r} in the run, {new!r} now"
+            for key, old, new in ((k, *v) for k, v in changed.items())
+        )
+        raise ConfigError(
+            f"resuming {saved_path.parent} with settings that differ from the run's ({saved_path}): {shown}. "
+            "Resume with the run's values, or start a new run with run_name=<new name>"
+        )
 
 
 def configure_caches(cache_root: Path) -> None:
@@ -139,7 +190,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
             f"{run_dir} already has checkpoints; resume with trainer.resume=true, or start a new run with "
             "run_name=<new name>"
         )
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    if resume_from is not None:  # checkpoints/step_N → the run directory that holds its config
+        check_resumed_config(resume_from.parent.parent / "config.yaml", cfg)
+    if resume_from is None or not (run_dir / "config.yaml").is_file():  # a resumed run keeps its own
+        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
 
     cpu = cfg.trainer.cpu or not torch.cuda.is_available()
     if not cpu:

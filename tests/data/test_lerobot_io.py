@@ -133,3 +133,21 @@ def test_a_staging_directory_that_is_not_ours_is_refused(tmp_path: Path) -> None
     with pytest.raises(FileExistsError, match="not made by vla-train"):
         DatasetRecorder(tmp_path / "ds", "local/unit", fps=10, features=FEATURES)
     assert (foreign / "notes.txt").read_text() == "mine"
+
+
+def test_a_damaged_local_dataset_is_named_and_never_completed_from_the_hub(tmp_path: Path) -> None:
+    import shutil
+
+    root = tmp_path / "ds"
+    record(root, [3, 4])
+    with pytest.raises(ValueError, match=r"episodes \[7\] are not in dataset .*0…1"):
+        load_lerobot_dataset("local/unit", root, "action", chunk_size=2, episodes=[0, 7])
+    data_file = next((root / "data").rglob("*.parquet"))
+    data_file.unlink()
+    with pytest.raises(FileNotFoundError, match=rf"lacks {data_file}.*never completed from the hub"):
+        load_lerobot_dataset("local/unit", root, "action", chunk_size=2)
+    shutil.rmtree(root / "meta" / "episodes")
+    with pytest.raises(FileNotFoundError, match=r"lacks .*meta/episodes"):
+        load_lerobot_dataset("local/unit", root, "action", chunk_size=2)
+    with pytest.raises(FileNotFoundError, match="no such directory"):
+        load_lerobot_dataset("local/unit", tmp_path / "nope", "action", chunk_size=2)

@@ -122,3 +122,36 @@ def test_bad_inputs_fail_before_any_worker_starts(tmp_path: Path) -> None:
         run_episodes(specs(["a"]) + specs(["a"]), factory, StepPolicy(), results, progress=False)
     with pytest.raises(ValueError, match="replan_steps"):
         run_episodes(specs(["a"]), factory, StepPolicy(), results, replan_steps=0, progress=False)
+
+
+class CountingAdapter:
+    """The evaluation side of an env adapter over :class:`fake_envs.CountingEnv` tasks."""
+
+    def __init__(self, tasks: list[str]) -> None:
+        from omegaconf import OmegaConf
+
+        self.tasks = tasks
+        self.cfg = OmegaConf.create(
+            {"name": "counting", "n_action_steps": 2, "eval": {"num_workers": 1}, "simulator": {}}
+        )
+
+    def evaluation_episodes(self) -> list[EpisodeSpec]:
+        return specs(self.tasks)
+
+    def env_factory(self):
+        return functools.partial(make_counting_env, None)
+
+
+def test_an_evaluation_where_every_episode_errors_fails_instead_of_reporting_zero(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from vla_train import evaluation
+
+    monkeypatch.setattr(evaluation, "local_policy_fn", lambda policy: StepPolicy())
+    policy = torch.nn.Linear(1, 1)
+    with pytest.raises(evaluation.EvaluationFailed, match=r"all 2 evaluation episodes.*physics diverged"):
+        evaluation.evaluate_policy(policy, CountingAdapter(["raise"]), tmp_path / "broken")
+    metrics = evaluation.evaluate_policy(policy, CountingAdapter(["raise", "reach"]), tmp_path / "half")
+    assert metrics["eval/errors"] == 2 and metrics["eval/episodes"] == 4  # some errors: still measured

@@ -46,6 +46,7 @@ def test_joblib_sweep_and_report_hold_the_runs_real_numbers(lift_dataset: Path, 
     report = write_report(sweep, tmp_path / "report").read_text()
     for run in runs:  # every run's own final loss and success rate are in the runs table
         loss = f"{run.last('train/loss'):.4f}"
+        assert all(r["error"] is None for r in run.episodes)  # env workers start inside joblib jobs too
         success = sum(r["success"] for r in run.episodes) / len(run.episodes)
         row = next(line for line in report.splitlines() if line.startswith(f"| {run.path.name} |"))
         assert loss in row and f"{100 * success:.1f}" in row and "| 2 |" in row

@@ -17,7 +17,7 @@ from vla_train.serving.client import PolicyServerError, RemotePolicy
 from vla_train.serving.server import PolicyServer
 from vla_train.serving.wire import WireError, pack, unpack
 
-METADATA = {"state_dim": 8, "action_dim": 7, "chunk_size": 4}
+METADATA = {"state_dim": 8, "action_dim": 7, "chunk_size": 4, "cameras": ["front", "wrist"]}
 
 
 def observation(seed: int = 0) -> dict:
@@ -55,7 +55,11 @@ def echo_server():
     def policy(inputs):
         if any(i["instruction"] == "boom" for i in inputs):
             raise RuntimeError("policy exploded")
-        return np.stack([np.full((4, 7), i["state"][0], np.float32) for i in inputs])
+        # 0 · Σ state² is 0 for a sane state and NaN once the square overflows, as a real network's would
+        with np.errstate(over="ignore", invalid="ignore"):
+            return np.stack(
+                [np.full((4, 7), i["state"][0] + 0 * np.square(i["state"]).sum()) for i in inputs]
+            )
 
     server = PolicyServer(policy, METADATA, port=0).start()
     yield server
@@ -82,6 +86,21 @@ def test_malformed_requests_get_errors_and_the_connection_survives(echo_server: 
         wrong_state = {**observation(), "state": np.zeros(5, np.float32)}
         raw.send(pack({"inputs": [wrong_state]}))
         assert "state" in unpack(raw.recv())["error"]
+        bad_inputs = {
+            "3 cameras": {**observation(), "images": np.zeros((3, 3, 32, 32), np.float32)},
+            "1 cameras": {**observation(), "images": np.zeros((1, 3, 32, 32), np.float32)},
+            "dtype uint8": {**observation(), "images": np.zeros((2, 3, 32, 32), np.uint8)},
+            "dtype bool": {**observation(), "images": np.zeros((2, 3, 32, 32), bool)},
+            "dtype complex": {**observation(), "images": np.zeros((2, 3, 32, 32), np.complex64)},
+            "[0, 1]": {**observation(), "images": np.full((2, 3, 32, 32), np.nan, np.float32)},
+            "finite real": {**observation(), "state": np.full(8, np.inf, np.float32)},
+        }
+        for expected, bad_input in bad_inputs.items():
+            raw.send(pack({"inputs": [bad_input]}))
+            assert expected in unpack(raw.recv())["error"], expected
+        huge = {**observation(), "state": np.full(8, 1e30, np.float32)}  # finite, but the policy overflows
+        raw.send(pack({"inputs": [huge]}))
+        assert "non-finite actions" in unpack(raw.recv())["error"]
         raw.send(pack({"inputs": [observation()]}))
         assert unpack(raw.recv())["actions"].shape == (1, 4, 7)
     with RemotePolicy(echo_server.uri) as policy, pytest.raises(PolicyServerError, match="exploded"):

@@ -38,3 +38,9 @@ def test_eval_script_evaluates_and_resumes(lift_dataset: Path, tmp_path: Path) -
     assert results.read_text() == first
     with pytest.raises(KeyError, match=r"no key 'env\.eval\.trials'"):
         evaluate_checkpoint([str(run), "env.eval.trials=3"])
+    from vla_train.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"env\.eval\.num_workers=0"):  # re-validated: no endless loop
+        evaluate_checkpoint([str(run), "env.eval.num_workers=0"])
+    with pytest.raises(RuntimeError, match=r"overrides \['head\.num_queries=4'\].*other tensor shapes"):
+        evaluate_checkpoint([str(run), "head.num_queries=4"])

@@ -156,6 +156,27 @@ def test_resume_across_epochs_reproduces_the_uninterrupted_run_exactly(
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_resuming_with_other_training_settings_is_refused_naming_each(
+    lift_dataset: Path, tmp_path: Path
+) -> None:
+    from vla_train.config import ConfigError
+
+    base = ["trainer.steps=4", "trainer.diagnostics_every=0"]
+    train(tiny_run(lift_dataset, tmp_path, *base, "trainer.stop_at_step=2"))
+    saved = (tmp_path / "config.yaml").read_text()
+    changed = ["trainer.resume=true", "optimizer.lr=1e-3", "trainer.batch_size=8"]
+    with pytest.raises(
+        ConfigError, match=r"optimizer\.lr: 0\.0001 in the run, 0\.001 now; trainer\.batch_size: 4"
+    ):
+        train(tiny_run(lift_dataset, tmp_path, *base, *changed))
+    # what does not change the training may change; the run keeps the config it was started with
+    train(
+        tiny_run(lift_dataset, tmp_path, *base, "trainer.resume=true", "trainer.log_every=2", "logger=none")
+    )
+    assert (tmp_path / "config.yaml").read_text() == saved
+    assert list(losses(tmp_path)) == [1, 2, 4]
+
+
 def test_a_nan_batch_is_skipped_and_counted(
     lift_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -184,6 +205,28 @@ def test_too_many_non_finite_steps_stop_with_a_clear_error(
         train(
             tiny_run(lift_dataset, tmp_path, "trainer.max_nonfinite_steps=3", "trainer.diagnostics_every=0")
         )
+
+
+def test_non_finite_weights_are_never_saved_as_a_good_checkpoint(
+    lift_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A finite loss with an infinite step (optimizer.lr=1e38 and the like) leaves infinite weights."""
+    from vla_train.optim import ModalityOptimizer
+
+    step = ModalityOptimizer.step
+
+    def overflowing_step(self, closure=None):
+        result = step(self, closure)
+        if self.optimizers["adamw"].state:  # after every step
+            next(iter(self.optimizers["adamw"].state)).data.fill_(float("inf"))
+        return result
+
+    monkeypatch.setattr(ModalityOptimizer, "step", overflowing_step)
+    with pytest.raises(TrainingDiverged, match=r"not finite at step 3.*not saved"):
+        train(
+            tiny_run(lift_dataset, tmp_path, "trainer.diagnostics_every=0", "trainer.max_nonfinite_steps=5")
+        )
+    assert list_checkpoints(tmp_path) == []
 
 
 def test_evaluation_reports_success_rate_and_writes_videos(lift_dataset: Path, tmp_path: Path) -> None:

@@ -43,7 +43,21 @@ def load_lerobot_dataset(
     from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
 
     _quiet_datasets()
+    if root is not None:
+        check_local_files(Path(root), ("meta/info.json", "meta/tasks.parquet", "meta/episodes"))
     meta = LeRobotDatasetMetadata(repo_id, root=root)
+    if episodes is not None:
+        outside = [e for e in episodes if not 0 <= e < meta.total_episodes]
+        if outside:
+            raise ValueError(
+                f"episodes {outside} are not in dataset {root or repo_id}, which has episodes "
+                f"0…{meta.total_episodes - 1}"
+            )
+    if root is not None:  # lerobot would fetch a missing file from the hub instead of naming it
+        chosen = range(meta.total_episodes) if episodes is None else episodes
+        files = {str(meta.get_data_file_path(e)) for e in chosen}
+        files |= {str(meta.get_video_file_path(e, key)) for e in chosen for key in meta.video_keys}
+        check_local_files(Path(root), sorted(files))
     if action_key not in meta.features:
         raise KeyError(f"dataset {repo_id} has no feature {action_key!r}; it has {sorted(meta.features)}")
     delta_timestamps = {action_key: [i / meta.fps for i in range(chunk_size)]}
@@ -54,6 +68,18 @@ def load_lerobot_dataset(
         delta_timestamps=delta_timestamps,
         video_backend=VIDEO_BACKEND,
     )
+
+
+def check_local_files(root: Path, relative_paths: Sequence[str]) -> None:
+    """Raise naming the first missing file of a local dataset (one is never completed from the hub)."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"local dataset {root}: no such directory")
+    for relative in relative_paths:
+        if not (root / relative).exists():
+            raise FileNotFoundError(
+                f"local dataset {root} lacks {root / relative}; a local dataset is read as it is, never "
+                "completed from the hub (re-record or re-convert it, or unset its root to use the hub id)"
+            )
 
 
 def dataset_statistics(dataset, keys: Sequence[str]) -> dict[str, dict[str, torch.Tensor]]:

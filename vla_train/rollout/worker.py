@@ -43,6 +43,13 @@ class EnvWorker:
         self._start()
 
     def _start(self) -> None:
+        if multiprocessing.get_start_method(allow_none=True) not in (
+            None,
+            *multiprocessing.get_all_start_methods(),
+        ):
+            # In a joblib (loky) sweep job the global start method is "loky", which the spawned child, a
+            # fresh interpreter, cannot set: it would die before running. A standard one is all it needs.
+            multiprocessing.set_start_method("spawn", force=True)
         context = multiprocessing.get_context("spawn")
         self.connection, child = context.Pipe()
         self.process = context.Process(

@@ -91,6 +91,10 @@ class PolicyServer:
             inputs = _validated_inputs(request, self.metadata)
             with self._lock:
                 actions = np.asarray(self.policy_fn(inputs), dtype=np.float32)
+            if not np.isfinite(actions).all():  # never send a robot NaN or inf
+                return {
+                    "error": "the policy produced non-finite actions for this input (is the state in range?)"
+                }
             return {"actions": actions}
         except (WireError, ValueError, KeyError, TypeError) as error:
             return {"error": f"{type(error).__name__}: {error}"}
@@ -103,18 +107,30 @@ def _validated_inputs(request: Any, metadata: Mapping[str, Any]) -> list[dict[st
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list) or not request["inputs"]:
         raise ValueError("a request is {'inputs': [observation, ...]} with at least one observation")
     state_dim = metadata.get("state_dim")
+    cameras = len(metadata["cameras"]) if metadata.get("cameras") else None
     for number, item in enumerate(request["inputs"]):
         if not isinstance(item, dict):
             raise ValueError(f"inputs[{number}] is not a mapping")
         images, state = item.get("images"), item.get("state")
         if not isinstance(images, np.ndarray) or images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"inputs[{number}].images must be a (cameras, 3, H, W) array")
+        if cameras and images.shape[0] != cameras:
+            raise ValueError(
+                f"inputs[{number}].images has {images.shape[0]} cameras; this policy reads {cameras}: "
+                f"{metadata['cameras']}"
+            )
+        if images.dtype.kind != "f":
+            raise ValueError(f"inputs[{number}].images must be floats in [0, 1], got dtype {images.dtype}")
+        if not np.isfinite(images).all() or images.min() < 0 or images.max() > 1:
+            raise ValueError(f"inputs[{number}].images must be finite floats in [0, 1]")
         if (
             not isinstance(state, np.ndarray)
             or state.ndim != 1
             or (state_dim and state.shape[0] != state_dim)
         ):
             raise ValueError(f"inputs[{number}].state must be a ({state_dim},) array")
+        if state.dtype.kind not in "fiu" or not np.isfinite(state).all():
+            raise ValueError(f"inputs[{number}].state must be finite real numbers, got {state.dtype} {state}")
         if not isinstance(item.get("instruction"), str):
             raise ValueError(f"inputs[{number}].instruction must be a string")
         item["images"] = images.astype(np.float32, copy=False)

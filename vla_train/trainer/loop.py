@@ -219,6 +219,8 @@ class TrainingLoop:
                     self._log(self.evaluate(), self.state.step)
             self._save()
             progress.close()
+            # training is over and saved: Ctrl-C from here on stops the final evaluation at once
+            signal.signal(signal.SIGINT, previous_handler)
             checkpoint = self.run_dir / "checkpoints" / checkpoint_name(self.state.step)
             if self._stop_requested or self.state.step < cfg.steps:
                 reason = f"stopped at trainer.stop_at_step={stop_at}"
@@ -331,6 +333,13 @@ class TrainingLoop:
 
     def _save(self) -> None:
         self.accelerator.wait_for_everyone()
+        broken = [n for n, p in self.unwrapped_policy.named_parameters() if not torch.isfinite(p).all()]
+        if broken:  # e.g. a finite loss with an infinite step: never checkpoint such weights as good
+            checkpoints = list_checkpoints(self.run_dir)
+            raise TrainingDiverged(
+                f"{len(broken)} weight tensors are not finite at step {self.state.step} (e.g. {broken[0]}); "
+                f"not saved. Last good checkpoint: {checkpoints[-1] if checkpoints else 'none yet'}"
+            )
         if self.accelerator.is_main_process:
             save_checkpoint(
                 self.run_dir,

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 class MetricsLog:
@@ -70,9 +73,20 @@ class MetricsLog:
         """Drop lines past ``step`` (a resumed run rewrites them, so the file holds one curve)."""
         if not self.path.exists():
             return
-        kept = [
-            line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step
-        ]
+        lines = [line for line in self.path.read_text().splitlines() if line]
+        kept = []
+        for number, line in enumerate(lines, start=1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                if number == len(lines):  # torn by a kill mid-write: the last record only
+                    log.warning("%s: dropping a torn last line (%d characters)", self.path, len(line))
+                    break
+                raise ValueError(
+                    f"{self.path}, line {number}, is not JSON ({error}); fix or remove it"
+                ) from error
+            if record["step"] <= step:
+                kept.append(line)
         self.path.write_text("".join(line + "\n" for line in kept))
 
     def close(self) -> None:
