@@ -25,6 +25,7 @@ from envs.libero.env import (
     protocol_episodes,
     suite_tasks,
 )
+from envs.libero.runtime import suite_instructions
 from vla_train.rollout import EpisodeSpec
 
 
@@ -66,9 +67,7 @@ class LiberoAdapter(EnvAdapter):
         from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
 
         dataset_cfg = self.cfg.dataset
-        instructions = {
-            instruction for _, instruction, _ in suite_tasks(self.cfg.simulator.suite, self.settings)
-        }
+        instructions = suite_instructions(self.cfg.simulator.suite)  # no simulator, no assets needed
         meta = LeRobotDatasetMetadata(dataset_cfg.repo_id, root=dataset_cfg.root)
         episodes = [
             int(row["episode_index"]) for row in meta.episodes if instructions.intersection(row["tasks"])

@@ -95,3 +95,37 @@ def import_libero(assets_dir: str | None = None, config_dir: str | Path | None =
     macros.IMAGE_CONVENTION = "opengl"  # the protocol's 180° rotation is applied explicitly
     libero._assets_path_cache = str(assets)  # hf-libero: use these assets, never download
     return libero
+
+
+def suite_instructions(suite: str) -> set[str]:
+    """The instructions of ``suite``'s tasks, from LIBERO's task table, without importing LIBERO.
+
+    Importing LIBERO needs its config and scene assets; a training node that only selects a suite's
+    episodes in the dataset needs neither. The installed package's ``libero_suite_task_map.py`` (a plain
+    dict of BDDL problem names) is read on its own, and each name turned into its instruction as LIBERO
+    does: words joined by spaces, after the ``…_SCENE<n>_`` prefix of LIBERO-90/10 names.
+    """
+    spec = importlib.util.find_spec("libero")
+    if spec is None or not spec.submodule_search_locations:
+        raise LiberoSetupError("LIBERO is not installed: pip install hf-libero (or LIBERO-Plus)")
+    table = (
+        Path(next(iter(spec.submodule_search_locations)))
+        / "libero"
+        / "benchmark"
+        / "libero_suite_task_map.py"
+    )
+    module_spec = importlib.util.spec_from_file_location("_libero_suite_task_map", table)
+    if module_spec is None or not table.is_file():
+        raise LiberoSetupError(f"LIBERO's task table is missing: {table}")
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    names = module.libero_task_map.get(suite)
+    if names is None:
+        raise ValueError(f"env.simulator.suite={suite!r}: LIBERO has suites {sorted(module.libero_task_map)}")
+    return {_instruction(name) for name in names}
+
+
+def _instruction(problem_name: str) -> str:
+    if "SCENE" in problem_name:  # KITCHEN_SCENE3_turn_on_the_stove → turn on the stove
+        problem_name = problem_name.split("SCENE", 1)[1].split("_", 1)[1]
+    return " ".join(problem_name.split("_"))

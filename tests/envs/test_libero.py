@@ -206,3 +206,23 @@ def test_env_client_in_another_process_evaluates_through_the_policy_server(tmp_p
     assert sum(policy.batches) >= 2 and max(policy.batches) == 2  # served batched requests
     protocol = json.loads((tmp_path / "client" / "protocol.json").read_text())
     assert protocol["max_steps_by_suite"]["libero_object"] == 8 and protocol["seed"] == 7
+
+
+@pytest.mark.parametrize("suite", ["libero_object", "libero_10", "libero_90"])
+def test_suite_instructions_need_no_simulator_and_equal_liberos_own(suite: str, tmp_path: Path) -> None:
+    from envs.libero.env import LiberoSettings, suite_tasks
+    from envs.libero.runtime import suite_instructions
+
+    settings = LiberoSettings(assets_dir=str(libero_assets()), config_dir=str(tmp_path / "config"))
+    assert suite_instructions(suite) == {language for _, language, _ in suite_tasks(suite, settings)}
+
+
+def test_a_training_node_without_libero_assets_selects_the_suite_episodes(
+    libero_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LIBERO_ASSETS", raising=False)
+    cfg = libero_cfg(tmp_path, f"env.dataset.root={libero_dataset}", "env.simulator.assets_dir=null")
+    adapter = build_env_adapter(cfg.env)
+    assert adapter.suite_episodes() == [0, 1, 2, 3]  # only evaluation needs the simulator and its assets
+    with pytest.raises(ValueError, match=r"env\.simulator\.suite='libero_100'"):
+        build_env_adapter(libero_cfg(tmp_path, "env.simulator.suite=libero_100").env).suite_episodes()
