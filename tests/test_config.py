@@ -179,6 +179,7 @@ def test_bad_overrides_fail_at_compose_time(overrides, error, names: str, tmp_pa
         ("optimizer.betas=[0.9]", "optimizer.betas=[0.9]"),
         ("optimizer.compute_dtype=int8", "optimizer.compute_dtype='int8'"),
         ("optimizer.momentum=1.5", "optimizer.momentum=1.5"),
+        ("trainer.weight_dtype=float16", "trainer.weight_dtype='float16'"),
     ],
 )
 def test_out_of_range_values_fail_before_training(override: str, names: str, tmp_path: Path) -> None:

@@ -251,6 +251,7 @@ class TrainerConfig:
     min_lr_ratio: float = 0.0
     max_grad_norm: float | None = 1.0
     mixed_precision: str = "auto"  # auto (bf16 on GPU, no on CPU) | no | bf16 | fp16
+    weight_dtype: str = "float32"  # bfloat16: the official runs' bf16 weights and states (README: Devices)
     cpu: bool = False
     log_every: int = 10
     diagnostics_every: int = 500
@@ -383,6 +384,12 @@ def validate_config(cfg: DictConfig) -> None:
     trainer = cfg.trainer
     _one_of("trainer.schedule", trainer.schedule, SCHEDULES)
     _one_of("trainer.mixed_precision", trainer.mixed_precision, MIXED_PRECISION)
+    _one_of("trainer.weight_dtype", trainer.weight_dtype, ("float32", "bfloat16"))
+    if trainer.weight_dtype == "bfloat16" and trainer.mixed_precision not in ("auto", "bf16"):
+        raise ConfigError(
+            f"trainer.weight_dtype=bfloat16 needs bf16 autocast: trainer.mixed_precision="
+            f"{trainer.mixed_precision!r} must be 'auto' or 'bf16'"
+        )
     for key in ("steps", "batch_size", "gradient_accumulation_steps", "log_every", "max_nonfinite_steps"):
         if trainer[key] < 1:
             raise ConfigError(f"trainer.{key}={trainer[key]}: must be >= 1")

@@ -111,10 +111,23 @@ def pin_sweep_job_to_gpu() -> None:
     os.environ["ACCELERATE_TORCH_DEVICE"] = f"cuda:{int(hydra_cfg.job.num) % torch.cuda.device_count()}"
 
 
-def resolve_mixed_precision(option: str, accelerator_device: str) -> str:
+def resolve_mixed_precision(option: str, accelerator_device: str, weight_dtype: str = "float32") -> str:
+    """``auto``: bf16 autocast on GPUs, and wherever the weights themselves are bf16 (the matmuls of
+    fp32 inputs and bf16 weights need it); none on CPUs otherwise."""
     if option == "auto":
-        return "bf16" if accelerator_device == "cuda" else "no"
+        return "bf16" if accelerator_device == "cuda" or weight_dtype == "bfloat16" else "no"
     return option
+
+
+def cast_trained_weights(policy: torch.nn.Module, dtype: str) -> None:
+    """``trainer.weight_dtype=bfloat16``: store every parameter in bf16, as the paper's official runs do
+    (their optimizer states follow); buffers such as normalization statistics stay as they are."""
+    if dtype == "float32":
+        return
+    with torch.no_grad():
+        for parameter in policy.parameters():
+            if parameter.is_floating_point():
+                parameter.data = parameter.data.to(getattr(torch, dtype))
 
 
 def without_weight_sources(part: DictConfig) -> DictConfig:
@@ -200,7 +213,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         pin_sweep_job_to_gpu()
     accelerator = Accelerator(
         cpu=cpu,
-        mixed_precision=resolve_mixed_precision(cfg.trainer.mixed_precision, "cpu" if cpu else "cuda"),
+        mixed_precision=resolve_mixed_precision(
+            cfg.trainer.mixed_precision, "cpu" if cpu else "cuda", cfg.trainer.weight_dtype
+        ),
     )
     set_seed(cfg.trainer.seed)
     adapter = build_env_adapter(cfg.env)
@@ -208,7 +223,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     policy = build_policy(
         cfg, data.stats, data.state_key, data.action_key, pretrained_weights=resume_from is None
     )
-    warn_if_weights_are_low_precision(policy)
+    cast_trained_weights(policy, cfg.trainer.weight_dtype)
+    if cfg.trainer.weight_dtype == "float32":
+        warn_if_weights_are_low_precision(policy)
     rules = policy.optimizer_rules()
     optimizer = instantiate(cfg.optimizer)(
         policy, rules.modality_rules, adamw_patterns=rules.adamw_patterns, per_head_rules=rules.per_head_rules

@@ -126,7 +126,8 @@ class L1RegressionHead(ActionQueryL1Head):
     def regress(
         self, features: BackboneOutput, state: torch.Tensor, generator: torch.Generator | None, training: bool
     ) -> torch.Tensor:
-        rows = state.new_zeros(state.size(0), self.chunk_size, self.model.input_dim)
+        dtype = self.model.fc1.weight.dtype  # the official head runs in bf16 weights outside autocast
+        rows = state.new_zeros(state.size(0), self.chunk_size, self.model.input_dim, dtype=dtype)
         if training and self.input_noise_std:
             noise = torch.randn(
                 rows.shape[1:], device=rows.device, dtype=rows.dtype, generator=generator

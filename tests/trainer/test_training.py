@@ -177,6 +177,38 @@ def test_resuming_with_other_training_settings_is_refused_naming_each(
     assert list(losses(tmp_path)) == [1, 2, 4]
 
 
+@pytest.mark.parametrize("head", ["l1", "flow_tiny"])
+def test_official_bf16_weights_switch_trains_and_resumes(
+    head: str, lift_dataset: Path, tmp_path: Path
+) -> None:
+    """trainer.weight_dtype=bfloat16: the official runs' bf16 weights and optimizer states, under bf16
+    autocast (turned on by mixed_precision=auto); resume stays exact."""
+    settings = [
+        f"head={head}",
+        "trainer.weight_dtype=bfloat16",
+        "trainer.mixed_precision=auto",
+        "trainer.steps=4",
+    ]
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    train(tiny_run(lift_dataset, straight, *settings, "trainer.diagnostics_every=0"))
+    train(
+        tiny_run(
+            lift_dataset, interrupted, *settings, "trainer.diagnostics_every=0", "trainer.stop_at_step=2"
+        )
+    )
+    train(
+        tiny_run(lift_dataset, interrupted, *settings, "trainer.diagnostics_every=0", "trainer.resume=true")
+    )
+    assert losses(straight) == losses(interrupted) and all(
+        math.isfinite(v) for v in losses(straight).values()
+    )
+    weights = load_file(list_checkpoints(straight)[-1] / "model.safetensors")
+    trained = [k for k in weights if k.startswith("head.") and "norm" not in k and k.endswith("weight")]
+    assert trained and all(weights[k].dtype == torch.bfloat16 for k in trained)
+    first = load_file(list_checkpoints(straight)[0] / "model.safetensors")
+    assert any(not torch.equal(first[k], weights[k]) for k in trained)  # bf16 steps still move them
+
+
 def test_a_nan_batch_is_skipped_and_counted(
     lift_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
