@@ -8,6 +8,7 @@ model is built — with a message naming the key. Range checks that types cannot
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -356,6 +357,7 @@ LOGGER_MODES = ("offline", "online", "disabled")
 
 def validate_config(cfg: DictConfig) -> None:
     """Range checks the schemas cannot express; raises :class:`ConfigError` naming the key."""
+    _check_closed(cfg, "")
     for key, (allowed, what) in RANGES.items():
         value = OmegaConf.select(cfg, key)
         if not allowed(value):
@@ -405,6 +407,23 @@ def validate_config(cfg: DictConfig) -> None:
             f"env.n_action_steps={env.n_action_steps}: must be in [1, env.chunk_size={env.chunk_size}]"
         )
     _check_backbone_fits_head(cfg.backbone, cfg.head)
+
+
+def _check_closed(node: DictConfig, path: str) -> None:
+    """Every key of a schema-typed node is a field of its schema: ``+trainer.foo=1`` (Hydra's append
+    syntax slips past the schema) is refused, naming the key and the fields there are."""
+    schema = OmegaConf.get_type(node)
+    if dataclasses.is_dataclass(schema):
+        known = {f.name for f in dataclasses.fields(schema)}
+        unknown = [key for key in node if key not in known and not (path == "" and key == "hydra")]
+        if unknown:
+            where = f"{path}." if path else ""
+            raise ConfigError(
+                f"{where}{unknown[0]}: no such key in {schema.__name__}; it has {sorted(known)}"
+            )
+    for key in node:
+        if not (path == "" and key == "hydra") and OmegaConf.is_dict(node._get_node(key)):
+            _check_closed(node[key], f"{path}.{key}" if path else str(key))
 
 
 def _check_backbone_fits_head(backbone_cfg: DictConfig, head_cfg: DictConfig) -> None:

@@ -1,0 +1,151 @@
+"""Bad input is never silent: ~160 bad overrides, each refused before anything is built, naming its key.
+
+Validation only (compose + ``validate_config``), so it runs in seconds and keeps every check of
+issue 17's list from regressing: ranges, choices, types, unknown keys (also through Hydra's ``+``
+append), misspelled group options and incompatible parts.
+"""
+
+from __future__ import annotations
+
+import pytest
+from helpers import compose_train
+from hydra.errors import ConfigCompositionException, HydraException
+
+from vla_train.config import ConfigError, validate_config
+
+#: key → values it must refuse (written out here, independently of the checks in vla_train/config.py)
+BAD_VALUES = {
+    "optimizer.lr": ["0", "-1e-4", "inf", "nan"],
+    "optimizer.aux_lr_ratio": ["0", "-1", "inf"],
+    "optimizer.lr_scale_factor": ["0", "-2", "nan"],
+    "optimizer.weight_decay": ["-0.1", "inf"],
+    "optimizer.momentum": ["-0.1", "1", "1.5"],
+    "optimizer.adamw_eps": ["0", "-1e-8"],
+    "optimizer.betas": ["[0.9]", "[0.9,1.0]", "[-0.1,0.9]", "[0.9,0.99,0.999]"],
+    "optimizer.kp": ["-1", "6", "7"],
+    "optimizer.ns_steps": ["0", "-3"],
+    "optimizer.rank": ["0", "-16"],
+    "optimizer.tau": ["0.55", "0", "1.0"],
+    "optimizer.vision": ["sgd", "Muon"],
+    "optimizer.language": ["lion", "MUON"],
+    "optimizer.action": ["pion2", ""],
+    "optimizer.other": ["sgd", "none"],
+    "optimizer.lr_scale": ["adam", "Moonlight"],
+    "optimizer.compute_dtype": ["int8", "fp32"],
+    "optimizer.per_head_modalities": ["[actions]", "[vision,audio]"],
+    "trainer.steps": ["0", "-5"],
+    "trainer.batch_size": ["0", "-64"],
+    "trainer.gradient_accumulation_steps": ["0", "-2"],
+    "trainer.log_every": ["0"],
+    "trainer.max_nonfinite_steps": ["0"],
+    "trainer.warmup_steps": ["-1", "-10"],
+    "trainer.decay_steps": ["1", "-1"],
+    "trainer.milestones": ["[-5]", "[0]"],
+    "trainer.gamma": ["0", "-1", "inf"],
+    "trainer.min_lr_ratio": ["-0.1", "2"],
+    "trainer.max_grad_norm": ["0", "-1", "inf"],
+    "trainer.num_workers": ["-1"],
+    "trainer.checkpoint_every": ["-1"],
+    "trainer.eval_every": ["-1"],
+    "trainer.diagnostics_every": ["-1"],
+    "trainer.keep_checkpoints": ["0", "-1"],
+    "trainer.stop_at_step": ["0", "-1"],
+    "trainer.schedule": ["linear", "Cosine"],
+    "trainer.mixed_precision": ["fp8", "bf32"],
+    "trainer.weight_dtype": ["float16", "int8"],
+    "logger.mode": ["on", "Online"],
+    "env.n_action_steps": ["0", "9", "-1"],
+    "env.chunk_size": ["0", "-8"],
+    "env.image_size": ["0", "-64"],
+    "env.fps": ["0", "-10"],
+    "env.dataset.num_demos": ["0", "-3"],
+    "env.eval.episodes": ["-1"],
+    "env.eval.max_steps": ["0", "-200"],
+    "env.eval.videos": ["-1"],
+    "env.eval.num_workers": ["0", "-1"],
+}
+RANGE_CASES = [(key, value) for key, values in BAD_VALUES.items() for value in values]
+
+#: (overrides, text the error must contain)
+OTHER_CASES = [
+    # unknown keys, also through Hydra's append syntax, which slips past the schemas by itself
+    (["+trainer.foo=1"], "trainer.foo"),
+    (["+optimizer.bar=2"], "optimizer.bar"),
+    (["+env.eval.trials=3"], "env.eval.trials"),
+    (["+env.dataset.path=x"], "env.dataset.path"),
+    (["+logger.level=3"], "logger.level"),
+    (["+backbone.width=3"], "backbone.width"),
+    (["+head.depth=3"], "head.depth"),
+    (["trainer.stepz=1"], "stepz"),
+    (["optimizer.kpp=1"], "kpp"),
+    (["env.dataset.repo=x"], "repo"),
+    (["+foo=1"], "foo"),
+    (["+env.foo=1"], "env.foo"),
+    (["+env.dataset.foo=1"], "env.dataset.foo"),
+    (["+optimizer.kp_steps=1"], "optimizer.kp_steps"),
+    (["+trainer.lr=1e-4"], "trainer.lr"),
+    # wrong types
+    (["trainer.steps=abc"], "trainer.steps"),
+    (["trainer.batch_size=1.5"], "trainer.batch_size"),
+    (["optimizer.lr=fast"], "optimizer.lr"),
+    (["optimizer.nesterov=maybe"], "optimizer.nesterov"),
+    (["env.eval.episodes=1.5"], "env.eval.episodes"),
+    (["optimizer.betas=0.9"], "optimizer.betas"),
+    (["trainer.cpu=perhaps"], "trainer.cpu"),
+    (["env.dataset.episodes=first"], "env.dataset.episodes"),
+    (["trainer.gamma=high"], "trainer.gamma"),
+    (["env.fps=ten"], "env.fps"),
+    (["trainer.stop_at_step=later"], "trainer.stop_at_step"),
+    (["optimizer.kp=two"], "optimizer.kp"),
+    (["trainer.milestones=[a]"], "trainer.milestones"),
+    (["evaluate=maybe"], "evaluate"),
+    (["optimizer.momentum=high"], "optimizer.momentum"),
+    (["trainer.warmup_steps=1.5"], "trainer.warmup_steps"),
+    (["env.eval.num_workers=two"], "env.eval.num_workers"),
+    (["env.dataset.generate=sometimes"], "env.dataset.generate"),
+    # misspelled group options: an error, never the default run
+    (["backbone=nope"], "nope"),
+    (["head=nope"], "nope"),
+    (["optimizer=nope"], "nope"),
+    (["env=libero_object2"], "libero_object2"),
+    (["trainer=fast"], "fast"),
+    (["logger=tensorboard"], "tensorboard"),
+    (["experiment=smok"], "smok"),
+    (["ablation=S10"], "S10"),
+    # parts that do not fit together
+    (["backbone=pi05_tiny", "head=l1"], "head=pi05"),
+    (["backbone=tiny", "head=pi05_tiny"], "backbone=pi05"),
+    (["env.chunk_size=4", "env.n_action_steps=8"], "env.n_action_steps=8"),
+    (["trainer.weight_dtype=bfloat16", "trainer.mixed_precision=no"], "trainer.mixed_precision"),
+    (["trainer.steps=100", "trainer.decay_steps=50"], "trainer.decay_steps=50"),
+    (["trainer.warmup_steps=200", "trainer.steps=100", "trainer.decay_steps=150"], "trainer.decay_steps=150"),
+    (["optimizer.ns_steps=3", "optimizer.kp=4"], "optimizer.kp=4"),
+    (["experiment=pi05_droid", "head=flow"], "head=pi05"),
+    (["experiment=vla_adapter", "optimizer.lr=-1"], "optimizer.lr"),
+]
+
+
+def refused(overrides: list[str]) -> str:
+    """The error text a bad config gets (composition or validation); fails the test if it is accepted."""
+    try:
+        validate_config(compose_train(overrides))
+    except (ConfigError, ConfigCompositionException, HydraException) as error:
+        return f"{error} {error.__cause__ or ''}"
+    pytest.fail(f"accepted: {overrides}")
+
+
+@pytest.mark.parametrize(("key", "value"), RANGE_CASES, ids=[f"{k}={v}" for k, v in RANGE_CASES])
+def test_out_of_range_values_are_refused_naming_the_key(key: str, value: str) -> None:
+    assert key.rsplit(".", 1)[-1] in refused([f"{key}={value}"])
+
+
+@pytest.mark.parametrize(("overrides", "named"), OTHER_CASES, ids=[" ".join(o) for o, _ in OTHER_CASES])
+def test_unknown_keys_wrong_types_options_and_misfits_are_refused(overrides: list[str], named: str) -> None:
+    assert named in refused(overrides)
+
+
+def test_the_fuzz_covers_at_least_150_cases_and_every_range_checked_key() -> None:
+    from vla_train.config import RANGES
+
+    assert len(RANGE_CASES) + len(OTHER_CASES) >= 150
+    assert set(RANGES) <= set(BAD_VALUES)
