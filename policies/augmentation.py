@@ -53,6 +53,10 @@ class ImageAugmentation:
         self.crop_scale, self.max_rotation = crop_scale, max_rotation
         self.jitter = jitter
 
+    def evaluation_view(self, images: torch.Tensor) -> torch.Tensor:
+        """openpi evaluates on the frames as they are."""
+        return images
+
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         batch, cameras, _, height, width = images.shape
         if cameras != len(self.cameras):
@@ -99,8 +103,10 @@ class OpenVLAImageAugmentation:
     ``random_resized_crop`` (area fraction drawn from ``crop_scale``, aspect ratio log-uniform in
     ``crop_ratio``, resized back), then ``random_brightness``, ``random_contrast``,
     ``random_saturation`` and ``random_hue``, in that order, with TensorFlow's meanings: brightness adds
-    ``δ ∈ [−b, b]``, contrast scales each channel about its own mean, hue turns by ``δ ∈ [−h, h]`` of a
-    full circle. Values are clipped to [0, 1] after each op. VLA-Adapter (``--image_aug True``,
+    ``δ ∈ [−b, b]``, contrast scales each channel about its own mean, saturation scales HSV saturation
+    (clipped), hue turns by ``δ ∈ [−h, h]`` of a full circle. Values are clipped to [0, 1] after each
+    op. At evaluation the images get the matching centre crop (the mean crop area, square), as the
+    official evaluations do (``center_crop``). VLA-Adapter (``--image_aug True``,
     ``prismatic/vla/datasets/datasets.py``): scale [0.9, 0.9], ratio [1, 1]; VLANeXt
     (``libero_train_pion_config.yaml``): scale [0.8, 1.0], ratio [0.9, 1.1]; both brightness 0.2,
     contrast and saturation [0.8, 1.2], hue 0.05.
@@ -146,6 +152,16 @@ class OpenVLAImageAugmentation:
         self.brightness, self.hue = brightness, hue
         self.contrast, self.saturation = tuple(contrast), tuple(saturation)
 
+    def evaluation_view(self, images: torch.Tensor) -> torch.Tensor:
+        """The centre crop of the mean training crop area, resized back (identity without cropping)."""
+        if self.crop_scale == (1.0, 1.0):
+            return images
+        *_, height, width = images.shape
+        side = (sum(self.crop_scale) / 2) ** 0.5
+        crop = [round(height * side), round(width * side)]
+        flat = images.flatten(0, 1)
+        return TF.resize(TF.center_crop(flat, crop), [height, width], antialias=True).view_as(images)
+
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         batch, cameras, _, height, width = images.shape
         if cameras != len(self.cameras):
@@ -175,11 +191,29 @@ class OpenVLAImageAugmentation:
                 image = (image + (2 * bright - 1) * self.brightness).clamp(0, 1)
                 mean = image.mean(dim=(-2, -1), keepdim=True)  # per channel, as tf.image.adjust_contrast
                 image = ((image - mean) * _between(self.contrast, contrast) + mean).clamp(0, 1)
-                image = TF.adjust_saturation(image, _between(self.saturation, saturation)).clamp(0, 1)
+                image = _tf_saturation(image, _between(self.saturation, saturation))
                 if self.hue:
                     image = TF.adjust_hue(image, (2 * hue - 1) * self.hue).clamp(0, 1)
                 out[b, c] = image
         return out
+
+
+def _tf_saturation(image: torch.Tensor, factor: float) -> torch.Tensor:
+    """``tf.image.adjust_saturation``: HSV saturation × ``factor``, clipped to [0, 1], hue and value kept.
+
+    In closed form per pixel with value ``V = max(rgb)`` and saturation ``S = (V − min) / V``: each
+    channel ``c`` becomes ``V − (V − c) · min(factor, 1 / S)`` (torchvision's version blends with grey
+    instead, which differs for factors above 1).
+    """
+    value = image.amax(dim=0, keepdim=True)
+    spread = value - image.amin(dim=0, keepdim=True)
+    saturation = torch.where(value > 0, spread / value.clamp_min(1e-12), torch.zeros_like(value))
+    scale = torch.where(
+        saturation > 0,
+        (saturation * factor).clamp(0, 1) / saturation.clamp_min(1e-12),
+        torch.ones_like(value),
+    )
+    return (value - (value - image) * scale).clamp(0, 1)
 
 
 def _between(bounds: tuple[float, float], draw: float) -> float:

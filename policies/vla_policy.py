@@ -83,8 +83,9 @@ class VLAPolicy(nn.Module):
             any head fits any backbone without hand-matched widths.
         n_action_steps: actions executed from each predicted chunk before predicting again.
         state_normalization, action_normalization: :class:`Normalizer` modes; None: the head's own.
-        augmentation: ``(images, generator) -> images`` applied to training batches only (e.g.
-            :class:`~policies.augmentation.ImageAugmentation`), with the step's generator.
+        augmentation: ``(images, generator) -> images`` applied to training batches, with the step's
+            generator, and whose ``evaluation_view(images)`` is applied to every other input (e.g.
+            :class:`~policies.augmentation.ImageAugmentation`: the frames as they are).
     """
 
     def __init__(
@@ -144,8 +145,14 @@ class VLAPolicy(nn.Module):
         self, batch: Mapping[str, torch.Tensor | list[str]], generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """Training loss of a batch: images, instruction, state, actions, action_is_pad."""
-        if self.augmentation is not None and self.training:
-            batch = {**batch, "images": self.augmentation(batch["images"], generator)}
+        if self.augmentation is not None:
+            images = batch["images"]
+            view = (
+                self.augmentation(images, generator)
+                if self.training
+                else self.augmentation.evaluation_view(images)
+            )
+            batch = {**batch, "images": view}
         state = self.state_normalizer.normalize(batch["state"])
         features = self.encode(batch, state)
         return self.head.loss(
@@ -170,6 +177,8 @@ class VLAPolicy(nn.Module):
         self, observation: Mapping[str, torch.Tensor | list[str]], generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """``(B, chunk, A)`` actions in the environment's units."""
+        if self.augmentation is not None:  # the evaluation half of the training augmentation
+            observation = {**observation, "images": self.augmentation.evaluation_view(observation["images"])}
         state = self.state_normalizer.normalize(observation["state"])
         chunk = self.head.predict(self.encode(observation, state), state, generator)
         return self.action_normalizer.unnormalize(chunk)

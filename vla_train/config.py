@@ -318,26 +318,28 @@ def register_configs() -> None:
     store.store(group="logger", name="logger_schema", node=LoggerConfig)
 
 
-def _finite(v) -> bool:
-    return math.isfinite(v)
+_ABSENT = object()
 
 
 #: numbers the schemas type but cannot bound: key → (allowed?, what is allowed)
 RANGES: dict[str, tuple[Any, str]] = {
-    "optimizer.weight_decay": (lambda v: v >= 0 and _finite(v), "a finite number >= 0"),
+    "optimizer.weight_decay": (lambda v: v >= 0 and math.isfinite(v), "a finite number >= 0"),
     "optimizer.momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    "optimizer.adamw_eps": (lambda v: v > 0 and _finite(v), "a finite number > 0"),
+    "optimizer.adamw_eps": (lambda v: v > 0 and math.isfinite(v), "a finite number > 0"),
     "optimizer.betas": (lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1)"),
     "trainer.warmup_steps": (lambda v: v >= 0, ">= 0"),
     "trainer.milestones": (lambda v: all(m >= 1 for m in v), "steps >= 1"),
-    "trainer.gamma": (lambda v: v > 0 and _finite(v), "a finite number > 0"),
+    "trainer.gamma": (lambda v: v > 0 and math.isfinite(v), "a finite number > 0"),
     "trainer.min_lr_ratio": (lambda v: 0 <= v <= 1, "in [0, 1]"),
-    "trainer.max_grad_norm": (lambda v: v is None or (v > 0 and _finite(v)), "a finite number > 0, or null"),
+    "trainer.max_grad_norm": (
+        lambda v: v is None or (v > 0 and math.isfinite(v)),
+        "a finite number > 0, or null",
+    ),
     "trainer.num_workers": (lambda v: v >= 0, ">= 0"),
     "trainer.checkpoint_every": (lambda v: v >= 0, ">= 0 (0: only at the end)"),
     "trainer.eval_every": (lambda v: v >= 0, ">= 0 (0: only at the end)"),
     "trainer.diagnostics_every": (lambda v: v >= 0, ">= 0 (0: never)"),
-    "trainer.keep_checkpoints": (lambda v: v >= 1, ">= 1"),
+    "trainer.keep_checkpoints": (lambda v: v >= 0, ">= 0 (0: keep all)"),
     "trainer.stop_at_step": (lambda v: v is None or v >= 1, ">= 1, or null"),
     "trainer.max_nonfinite_steps": (lambda v: v >= 1, ">= 1"),
     "env.image_size": (lambda v: v >= 1, ">= 1"),
@@ -359,14 +361,17 @@ def validate_config(cfg: DictConfig) -> None:
     """Range checks the schemas cannot express; raises :class:`ConfigError` naming the key."""
     _check_closed(cfg, "")
     for key, (allowed, what) in RANGES.items():
-        value = OmegaConf.select(cfg, key)
+        value = OmegaConf.select(cfg, key, default=_ABSENT)
+        if value is _ABSENT:  # a run saved before the option existed (eval.py, serve.py)
+            continue
         if not allowed(value):
             shown = list(value) if OmegaConf.is_list(value) else value
             raise ConfigError(f"{key}={shown}: must be {what}")
     optimizer = cfg.optimizer
     _one_of("optimizer.compute_dtype", optimizer.compute_dtype, COMPUTE_DTYPES)
     for modality in ("vision", "language", "action", "other"):
-        _one_of(f"optimizer.{modality}", optimizer[modality], ALGORITHMS)
+        if modality in optimizer:
+            _one_of(f"optimizer.{modality}", optimizer[modality], ALGORITHMS)
     for modality in optimizer.per_head_modalities:
         _one_of("optimizer.per_head_modalities[]", modality, MODALITIES)
     _one_of("optimizer.lr_scale", optimizer.lr_scale, LR_SCALE_RULES)
@@ -381,13 +386,14 @@ def validate_config(cfg: DictConfig) -> None:
     if optimizer.rank < 1:
         raise ConfigError(f"optimizer.rank={optimizer.rank}: must be >= 1")
     for key in ("lr", "aux_lr_ratio", "lr_scale_factor"):
-        if optimizer[key] is not None and not 0 < optimizer[key] < math.inf:
+        if optimizer.get(key) is not None and not 0 < optimizer[key] < math.inf:
             raise ConfigError(f"optimizer.{key}={optimizer[key]}: must be a finite number > 0")
     trainer = cfg.trainer
     _one_of("trainer.schedule", trainer.schedule, SCHEDULES)
     _one_of("trainer.mixed_precision", trainer.mixed_precision, MIXED_PRECISION)
-    _one_of("trainer.weight_dtype", trainer.weight_dtype, ("float32", "bfloat16"))
-    if trainer.weight_dtype == "bfloat16" and trainer.mixed_precision not in ("auto", "bf16"):
+    weight_dtype = trainer.get("weight_dtype", "float32")
+    _one_of("trainer.weight_dtype", weight_dtype, ("float32", "bfloat16"))
+    if weight_dtype == "bfloat16" and trainer.mixed_precision not in ("auto", "bf16"):
         raise ConfigError(
             f"trainer.weight_dtype=bfloat16 needs bf16 autocast: trainer.mixed_precision="
             f"{trainer.mixed_precision!r} must be 'auto' or 'bf16'"
@@ -395,9 +401,15 @@ def validate_config(cfg: DictConfig) -> None:
     for key in ("steps", "batch_size", "gradient_accumulation_steps", "log_every", "max_nonfinite_steps"):
         if trainer[key] < 1:
             raise ConfigError(f"trainer.{key}={trainer[key]}: must be >= 1")
-    if trainer.decay_steps is not None and trainer.decay_steps < max(trainer.steps, trainer.warmup_steps + 1):
+    decay_steps = trainer.get("decay_steps")
+    if decay_steps is not None and trainer.schedule != "cosine":
         raise ConfigError(
-            f"trainer.decay_steps={trainer.decay_steps}: must be >= trainer.steps={trainer.steps} (and "
+            f"trainer.decay_steps={decay_steps} only shapes the cosine schedule; trainer.schedule="
+            f"{trainer.schedule!r} (set schedule=cosine, or decay_steps=null)"
+        )
+    if decay_steps is not None and decay_steps < max(trainer.steps, trainer.warmup_steps + 1):
+        raise ConfigError(
+            f"trainer.decay_steps={decay_steps}: must be >= trainer.steps={trainer.steps} (and "
             "beyond the warmup), or null to decay over trainer.steps"
         )
     _one_of("logger.mode", cfg.logger.mode, LOGGER_MODES)

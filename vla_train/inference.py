@@ -55,9 +55,15 @@ def load_policy(
             f"policy they build has other tensor shapes ({str(error).splitlines()[-1].strip()})"
         ) from error
     if missing or unexpected:
+        hint = ""
+        if any(name.startswith("head.policy.blocks.") for name in unexpected):
+            hint = (
+                " — trained with VLA-Adapter's original head, which head=l1 named before the Pro head: "
+                "add head._target_=policies.heads.l1_bridge.BridgeL1RegressionHead"
+            )
         raise RuntimeError(
             f"checkpoint {path} does not match its config: missing {sorted(missing)[:8]}, "
-            f"unexpected {sorted(unexpected)[:8]}"
+            f"unexpected {sorted(unexpected)[:8]}{hint}"
         )
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"

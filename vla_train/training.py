@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -35,10 +36,14 @@ CHANGEABLE_ON_RESUME = (
     "trainer.checkpoint_every",
     "trainer.keep_checkpoints",
     "trainer.eval_every",
+    "trainer.diagnostics_every",  # its passes use their own generator (tested: training unchanged)
+    "trainer.max_nonfinite_steps",
     "trainer.cpu",
     "logger",
     "evaluate",
     "env.eval",
+    "env.simulator",  # rollouts and recording only (assets and config paths differ between nodes)
+    "env.dataset.cache_in_memory",
     "output_dir",
     "run_name",
 )
@@ -60,11 +65,17 @@ def check_resumed_config(saved_path: Path, cfg: DictConfig) -> None:
         return
     saved = flatten(OmegaConf.to_container(OmegaConf.load(saved_path), resolve=False))
     current = flatten(OmegaConf.to_container(cfg, resolve=True))
+    # where pretrained weights come from does not matter once the run's own checkpoint replaces them
+    changeable = list(CHANGEABLE_ON_RESUME) + [
+        f"{part}.{key}"
+        for part in ("backbone", "head")
+        for key in getattr(get_class(cfg[part]._target_), "weight_sources", ())
+    ]
     changed = {
-        key: (saved.get(key, "<absent>"), current.get(key, "<absent>"))
-        for key in sorted(set(saved) | set(current))
-        if saved.get(key, "<absent>") != current.get(key, "<absent>")
-        and not any(key == p or key.startswith(p + ".") for p in CHANGEABLE_ON_RESUME)
+        key: (saved[key], current.get(key, "<absent>"))
+        for key in sorted(saved)  # options added since the run started are not in its config: skipped
+        if not _same(saved[key], current.get(key, "<absent>"))
+        and not any(key == p or key.startswith(p + ".") for p in changeable)
     }
     if changed:
         shown = "; ".join(
@@ -75,6 +86,10 @@ def check_resumed_config(saved_path: Path, cfg: DictConfig) -> None:
             f"resuming {saved_path.parent} with settings that differ from the run's ({saved_path}): {shown}. "
             "Resume with the run's values, or start a new run with run_name=<new name>"
         )
+
+
+def _same(a: Any, b: Any) -> bool:
+    return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
 
 
 def configure_caches(cache_root: Path) -> None:

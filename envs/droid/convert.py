@@ -20,7 +20,13 @@ from tqdm.auto import tqdm
 
 from envs.droid import spaces
 from envs.droid.raw import find_episodes, read_episode
-from vla_train.data.lerobot_io import DatasetRecorder, image_feature, refuse_existing, vector_feature
+from vla_train.data.lerobot_io import (
+    DatasetRecorder,
+    dataset_lock,
+    image_feature,
+    refuse_existing,
+    vector_feature,
+)
 
 FPS = 15
 IMAGE_WIDTH, IMAGE_HEIGHT = 320, 180
@@ -56,7 +62,11 @@ def convert(
     features = {f"observation.images.{c}": image_feature(IMAGE_HEIGHT, IMAGE_WIDTH) for c in recorded}
     features["observation.state"] = vector_feature(spaces.state_names(state_space))
     features["action"] = vector_feature(spaces.action_names(action_space))
-    with DatasetRecorder(output, repo_id, FPS, features, robot_type="panda") as recorder:
+    # locked: two conversions into one output never share its staging directory
+    with (
+        dataset_lock(output),
+        DatasetRecorder(output, repo_id, FPS, features, robot_type="panda") as recorder,
+    ):
         for episode in tqdm(episodes, desc=f"DROID → {output}", dynamic_ncols=True):
             for step in episode.steps():
                 frame = {f"observation.images.{c}": _resize(step.images[c]) for c in recorded}

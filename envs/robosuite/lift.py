@@ -26,6 +26,7 @@ from envs.robosuite.expert import LiftExpert
 from envs.robosuite.runtime import import_robosuite
 from vla_train.data.lerobot_io import (
     DatasetRecorder,
+    dataset_lock,
     image_feature,
     is_complete,
     refuse_existing,
@@ -63,8 +64,10 @@ class RobosuiteLiftAdapter(EnvAdapter):
                     f"env.dataset.root={root} holds no complete dataset; set env.dataset.generate=true to "
                     "record expert demonstrations there"
                 )
-            refuse_existing(root, key="env.dataset.root")
-            self.generate_demonstrations(root, dataset_cfg.num_demos)
+            with dataset_lock(root):  # the jobs of a sweep record once; the others wait, then read it
+                if not is_complete(root):
+                    refuse_existing(root, key="env.dataset.root")
+                    self.generate_demonstrations(root, dataset_cfg.num_demos)
         return self.lerobot_training_data(root, dataset_cfg.episodes)
 
     def sample_to_policy(self, sample: Mapping[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from vla_train.data.cache import InMemoryDataset
 from vla_train.data.lerobot_io import (
     DatasetRecorder,
     TransformedDataset,
+    dataset_lock,
     dataset_statistics,
     image_feature,
     is_complete,
@@ -151,3 +152,26 @@ def test_a_damaged_local_dataset_is_named_and_never_completed_from_the_hub(tmp_p
         load_lerobot_dataset("local/unit", root, "action", chunk_size=2)
     with pytest.raises(FileNotFoundError, match="no such directory"):
         load_lerobot_dataset("local/unit", tmp_path / "nope", "action", chunk_size=2)
+
+
+def test_a_symlinked_target_is_refused_and_concurrent_recorders_are_serialized(tmp_path: Path) -> None:
+    import fcntl
+
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    link = tmp_path / "ds"
+    link.symlink_to(target)
+    with pytest.raises(FileExistsError, match="symbolic link"):
+        DatasetRecorder(link, "local/unit", fps=10, features=FEATURES)
+    assert link.is_symlink() and not any(target.iterdir())
+
+    root = tmp_path / "shared"
+    # another job's attempt waits while the lock is held (here, non-blocking: it fails at once)
+    with (
+        dataset_lock(root),
+        (tmp_path / ".shared.lock").open("a") as other_process,
+        pytest.raises(BlockingIOError),
+    ):
+        fcntl.flock(other_process, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with (tmp_path / ".shared.lock").open("a") as after:
+        fcntl.flock(after, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released

@@ -220,8 +220,9 @@ def test_suite_instructions_need_no_simulator_and_equal_liberos_own(suite: str, 
 def test_a_training_node_without_libero_assets_selects_the_suite_episodes(
     libero_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("LIBERO_ASSETS", raising=False)
     cfg = libero_cfg(tmp_path, f"env.dataset.root={libero_dataset}", "env.simulator.assets_dir=null")
+    monkeypatch.delenv("LIBERO_ASSETS", raising=False)  # after libero_cfg, which may read it
+    assert cfg.env.simulator.assets_dir is None
     adapter = build_env_adapter(cfg.env)
     assert adapter.suite_episodes() == [0, 1, 2, 3]  # only evaluation needs the simulator and its assets
     with pytest.raises(ValueError, match=r"env\.simulator\.suite='libero_100'"):

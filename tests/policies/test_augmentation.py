@@ -68,8 +68,16 @@ def test_droid_policies_augment_training_batches_only(tmp_path: Path) -> None:
     )
     policy = build_policy(cfg, None, "", "")
     assert isinstance(policy.augmentation, ImageAugmentation) and policy.augmentation.cameras == CAMERAS
-    seen = []
-    policy.augmentation = lambda pictures, generator: seen.append(pictures) or pictures
+    seen, viewed = [], []
+
+    class Recording:
+        def __call__(self, pictures, generator):
+            return seen.append(pictures) or pictures
+
+        def evaluation_view(self, pictures):
+            return viewed.append(pictures) or pictures
+
+    policy.augmentation = Recording()
     batch = {
         "images": torch.rand(2, 2, 3, 32, 32),
         "instruction": ["a", "b"],
@@ -80,7 +88,7 @@ def test_droid_policies_augment_training_batches_only(tmp_path: Path) -> None:
     policy.train()(batch)
     policy.eval()(batch)
     policy.predict_action_chunk(batch)
-    assert len(seen) == 1
+    assert len(seen) == 1 and len(viewed) == 2  # every other forward gets the evaluation view
     no_augmentation = compose_train(["env=droid", "env.augmentation=null"], tmp_path)
     assert instantiate(no_augmentation.env.augmentation) is None
 
@@ -112,6 +120,17 @@ def test_vla_adapter_augmentation_follows_its_rlds_pipeline() -> None:
     torch.testing.assert_close(out, ((picture - means) * factor[..., None, None, None] + means).clamp(0, 1))
     assert ((factor >= 0.8 - 1e-5) & (factor <= 1.2 + 1e-5)).all()
 
+    saturation_only = OpenVLAImageAugmentation(
+        CAMERAS, crop_scale=(1, 1), brightness=0, contrast=(1, 1), hue=0
+    )
+    pixel = torch.tensor([0.8, 0.4, 0.6]).view(1, 1, 3, 1, 1).expand(64, 2, 3, 1, 1).clone()
+    out = saturation_only(pixel, torch.Generator().manual_seed(3))[..., 0, 0]
+    # HSV: V = 0.8 and hue kept; S = 0.5 scaled by f ∈ [0.8, 1.2] (TF's adjust_saturation)
+    assert torch.allclose(out[..., 0], torch.full_like(out[..., 0], 0.8))
+    scaled = (0.8 - out[..., 1]) / 0.8  # the new saturation
+    assert scaled.min() >= 0.4 - 1e-5 and scaled.max() <= 0.6 + 1e-5 and scaled.std() > 0.02
+    torch.testing.assert_close(out[..., 2] - out[..., 1], (out[..., 0] - out[..., 1]) / 2)  # hue kept
+
     nothing = OpenVLAImageAugmentation(
         CAMERAS, crop_scale=(1, 1), brightness=0, contrast=(1, 1), saturation=(1, 1), hue=0
     )
@@ -138,3 +157,18 @@ def test_official_augmentation_of_the_libero_presets(
         0.05,
     )
     assert compose_train(["env=libero_object"], tmp_path).env.augmentation is None  # not outside the presets
+
+
+def test_the_libero_presets_evaluate_on_the_centre_crop_their_training_crops_average(tmp_path: Path) -> None:
+    """The official evaluations centre-crop (0.9 area) what was trained on random 0.9-area crops."""
+    augment = OpenVLAImageAugmentation(CAMERAS)  # VLA-Adapter's crop: 0.9 area, square
+    picture = images()
+    view = augment.evaluation_view(picture)
+    side = round(32 * 0.9**0.5)  # 30 of 32 pixels
+    expected = torch.nn.functional.interpolate(
+        picture[..., 1 : 1 + side, 1 : 1 + side].flatten(0, 1), size=(32, 32), mode="bilinear", antialias=True
+    ).view_as(picture)
+    torch.testing.assert_close(view, expected, atol=2e-3, rtol=0)
+    no_crop = OpenVLAImageAugmentation(CAMERAS, crop_scale=(1, 1))
+    assert torch.equal(no_crop.evaluation_view(picture), picture)
+    assert torch.equal(ImageAugmentation(CAMERAS).evaluation_view(picture), picture)  # openpi: as they are

@@ -153,5 +153,9 @@ def test_an_evaluation_where_every_episode_errors_fails_instead_of_reporting_zer
     policy = torch.nn.Linear(1, 1)
     with pytest.raises(evaluation.EvaluationFailed, match=r"all 2 evaluation episodes.*physics diverged"):
         evaluation.evaluate_policy(policy, CountingAdapter(["raise"]), tmp_path / "broken")
+    during_training = evaluation.evaluate_policy(
+        policy, CountingAdapter(["raise"]), tmp_path / "periodic", fail_if_all_errored=False
+    )
+    assert during_training["eval/errors"] == during_training["eval/episodes"] == 2  # logged, run goes on
     metrics = evaluation.evaluate_policy(policy, CountingAdapter(["raise", "reach"]), tmp_path / "half")
     assert metrics["eval/errors"] == 2 and metrics["eval/episodes"] == 4  # some errors: still measured

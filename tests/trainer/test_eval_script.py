@@ -44,3 +44,12 @@ def test_eval_script_evaluates_and_resumes(lift_dataset: Path, tmp_path: Path) -
         evaluate_checkpoint([str(run), "env.eval.num_workers=0"])
     with pytest.raises(RuntimeError, match=r"overrides \['head\.num_queries=4'\].*other tensor shapes"):
         evaluate_checkpoint([str(run), "head.num_queries=4"])
+
+    # a run saved before options were added (optimizer.other, trainer.weight_dtype, …) still evaluates
+    from omegaconf import OmegaConf
+
+    saved = OmegaConf.load(run / "config.yaml")
+    for node, key in (("optimizer", "other"), ("optimizer", "aux_lr_ratio"), ("trainer", "weight_dtype")):
+        del saved[node][key]
+    OmegaConf.save(saved, run / "config.yaml")
+    assert evaluate_checkpoint([str(run), *overrides, "--name", "old"])["eval/episodes"] == 3

@@ -177,7 +177,19 @@ def test_resuming_with_other_training_settings_is_refused_naming_each(
     assert list(losses(tmp_path)) == [1, 2, 4]
 
 
+@pytest.fixture
+def fresh_accelerator_state():
+    """accelerate keeps one mixed-precision setting per process; this test changes it, so it starts
+    from, and leaves, a clean state (a training job in its own process never needs this)."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
+    yield
+    AcceleratorState._reset_state()
+
+
 @pytest.mark.parametrize("head", ["l1", "flow_tiny"])
+@pytest.mark.usefixtures("fresh_accelerator_state")
 def test_official_bf16_weights_switch_trains_and_resumes(
     head: str, lift_dataset: Path, tmp_path: Path
 ) -> None:

@@ -8,8 +8,11 @@ published LIBERO and DROID datasets use, so local and hub data go through one co
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -134,7 +137,8 @@ class DatasetRecorder:
     directory is refused before anything is written. Episodes go to a staging directory beside it
     (``.<name>.recording``); only a recording that ends without an error, with at least one episode,
     is marked complete and renamed to ``root``. An interrupted or failed recording therefore never
-    looks finished; its staging directory is ours and is cleared by the next recording.
+    looks finished; its staging directory is ours and is cleared by the next recording. Callers that
+    may run at the same time as another recording of ``root`` hold :func:`dataset_lock` around it.
     """
 
     def __init__(
@@ -207,11 +211,30 @@ class DatasetRecorder:
         self.close(succeeded=exc_type is None)
 
 
+@contextlib.contextmanager
+def dataset_lock(root: str | Path) -> Iterator[None]:
+    """The exclusive right to check and record ``root`` among processes (the jobs of a joblib sweep
+    share one dataset root): an advisory ``flock`` on ``.<name>.lock`` beside it, a file of ours."""
+    root = Path(root)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with (root.parent / f".{root.name}.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def refuse_existing(root: Path, key: str | None = None) -> None:
     """Raise unless ``root`` is free for a new dataset: absent, or an empty directory.
 
     ``key`` names the config field or argument that chose ``root``, for the message.
     """
+    where = f"{key}={root}" if key else str(root)
+    if root.is_symlink():  # the recording is staged beside the link, then renamed over it: refuse
+        raise FileExistsError(f"{where} is a symbolic link; nothing was changed. Point at its target instead")
+    if os.path.ismount(root):
+        raise FileExistsError(f"{where} is a mount point; nothing was changed. Choose a directory inside it")
     if root.is_dir() and not any(root.iterdir()):
         return
     if root.exists() or root.is_symlink():
@@ -221,7 +244,7 @@ def refuse_existing(root: Path, key: str | None = None) -> None:
             else f"not an empty directory nor a dataset recorded by vla-train (no {COMPLETE_MARKER} file)"
         )
         raise FileExistsError(
-            f"{f'{key}=' if key else ''}{root} exists and is {what}, so no dataset is recorded there; "
+            f"{where} exists and is {what}, so no dataset is recorded there; "
             "nothing was changed. Choose a new directory"
         )
 

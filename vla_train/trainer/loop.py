@@ -216,7 +216,7 @@ class TrainingLoop:
                 if cfg.checkpoint_every and self.state.step % cfg.checkpoint_every == 0:
                     self._save()
                 if cfg.eval_every and self.state.step % cfg.eval_every == 0 and self.state.step < cfg.steps:
-                    self._log(self.evaluate(), self.state.step)
+                    self._log(self.evaluate(final=False), self.state.step)
             self._save()
             progress.close()
             # training is over and saved: Ctrl-C from here on stops the final evaluation at once
@@ -322,13 +322,17 @@ class TrainingLoop:
         return next((g["lr"] for g in groups if not g.get("auxiliary")), groups[0]["lr"])
 
     # ---------------------------------------------------------------------------------------- output
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self, final: bool = True) -> dict[str, float]:
+        """Evaluate the current weights; only the final evaluation fails when every episode errored."""
         from vla_train.evaluation import evaluate_policy
 
         if not self.accelerator.is_main_process:
             return {}
         return evaluate_policy(
-            self.unwrapped_policy, self.adapter, self.run_dir / "eval" / f"step_{self.state.step}"
+            self.unwrapped_policy,
+            self.adapter,
+            self.run_dir / "eval" / f"step_{self.state.step}",
+            fail_if_all_errored=final,
         )
 
     def _save(self) -> None:
