@@ -71,15 +71,7 @@ class ImageAugmentation:
                 image = images[b, c]
                 if self.geometric[c]:
                     if self.crop_scale < 1:
-                        image = TF.resized_crop(
-                            image,
-                            int(top * (height - crop_height + 1)),
-                            int(left * (width - crop_width + 1)),
-                            crop_height,
-                            crop_width,
-                            [height, width],
-                            antialias=True,
-                        )
+                        image = _resized_crop(image, top, left, crop_height, crop_width)
                     if self.max_rotation:
                         image = TF.rotate(
                             image, (2 * angle - 1) * self.max_rotation, InterpolationMode.BILINEAR
@@ -179,15 +171,7 @@ class OpenVLAImageAugmentation:
                     )
                     crop_width = min(width, max(1, round(math.sqrt(area * aspect))))
                     crop_height = min(height, max(1, round(math.sqrt(area / aspect))))
-                    image = TF.resized_crop(
-                        image,
-                        int(top * (height - crop_height + 1)),
-                        int(left * (width - crop_width + 1)),
-                        crop_height,
-                        crop_width,
-                        [height, width],
-                        antialias=True,
-                    )
+                    image = _resized_crop(image, top, left, crop_height, crop_width)
                 image = (image + (2 * bright - 1) * self.brightness).clamp(0, 1)
                 mean = image.mean(dim=(-2, -1), keepdim=True)  # per channel, as tf.image.adjust_contrast
                 image = ((image - mean) * _between(self.contrast, contrast) + mean).clamp(0, 1)
@@ -196,6 +180,20 @@ class OpenVLAImageAugmentation:
                     image = TF.adjust_hue(image, (2 * hue - 1) * self.hue).clamp(0, 1)
                 out[b, c] = image
         return out
+
+
+def _resized_crop(image: torch.Tensor, top: float, left: float, height: int, width: int) -> torch.Tensor:
+    """The ``height × width`` crop at relative position ``(top, left) ∈ [0, 1)²``, resized back."""
+    full_height, full_width = image.shape[-2:]
+    return TF.resized_crop(
+        image,
+        int(top * (full_height - height + 1)),
+        int(left * (full_width - width + 1)),
+        height,
+        width,
+        [full_height, full_width],
+        antialias=True,
+    )
 
 
 def _tf_saturation(image: torch.Tensor, factor: float) -> torch.Tensor:
