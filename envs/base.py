@@ -26,6 +26,11 @@ STATE_KEY = "observation.state"
 ACTION_KEY = "action"
 
 
+def camera_key(camera: str) -> str:
+    """The LeRobot feature of camera ``camera`` (an ``env.cameras`` entry) in every environment's data."""
+    return f"observation.images.{camera}"
+
+
 @dataclass
 class TrainingData:
     """A map-style dataset of policy samples plus what the policy needs to normalize them."""
@@ -56,6 +61,13 @@ class EnvAdapter:
         :meth:`sample_to_policy` applied per frame, cached in memory when ``dataset.cache_in_memory``."""
         dataset_cfg = self.cfg.dataset
         frames = load_lerobot_dataset(dataset_cfg.repo_id, root, ACTION_KEY, self.cfg.chunk_size, episodes)
+        absent = [camera for camera in self.cfg.cameras if camera_key(camera) not in frames.meta.features]
+        if absent:
+            recorded = sorted(k.removeprefix("observation.images.") for k in frames.meta.camera_keys)
+            raise ValueError(
+                f"env.cameras={list(self.cfg.cameras)}: dataset {root or dataset_cfg.repo_id} has no camera "
+                f"{absent[0]!r}; it records {recorded}"
+            )
         stats = dataset_statistics(frames, [STATE_KEY, ACTION_KEY])
         dataset: torch.utils.data.Dataset = TransformedDataset(frames, self.sample_to_policy)
         if dataset_cfg.cache_in_memory:

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from envs.base import ACTION_KEY, STATE_KEY, EnvAdapter, TrainingData
+from envs.base import ACTION_KEY, STATE_KEY, EnvAdapter, TrainingData, camera_key
 from envs.droid import spaces
 from envs.droid.transforms import policy_input
 from vla_train.rollout import EpisodeSpec
@@ -46,7 +46,7 @@ class DroidAdapter(EnvAdapter):
     def sample_to_policy(self, sample: Mapping[str, Any]) -> dict[str, Any]:
         """A dataset frame → the policy input the robot client builds live (same function)."""
         exterior, wrist = (
-            (sample[f"observation.images.{camera}"].permute(1, 2, 0).numpy() * 255).round().astype("uint8")
+            (sample[camera_key(camera)].permute(1, 2, 0).numpy() * 255).round().astype("uint8")
             for camera in self.cfg.cameras
         )
         state = sample[STATE_KEY].numpy()

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from envs.base import ACTION_KEY, STATE_KEY, EnvAdapter, TrainingData
+from envs.base import ACTION_KEY, STATE_KEY, EnvAdapter, TrainingData, camera_key
 from envs.libero.env import (
     LiberoRolloutEnv,
     LiberoSettings,
@@ -82,7 +82,7 @@ class LiberoAdapter(EnvAdapter):
     def sample_to_policy(self, sample: Mapping[str, Any]) -> dict[str, Any]:
         """A LeRobot frame (images CHW in [0, 1], upright; action chunk) → a policy training sample."""
         return {
-            "images": torch.stack([sample[f"observation.images.{camera}"] for camera in self.cfg.cameras]),
+            "images": torch.stack([sample[camera_key(camera)] for camera in self.cfg.cameras]),
             "state": sample[STATE_KEY],
             "actions": sample[ACTION_KEY],
             "action_is_pad": sample[f"{ACTION_KEY}_is_pad"],

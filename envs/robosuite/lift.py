@@ -21,7 +21,7 @@ import torch
 from scipy.spatial.transform import Rotation
 from tqdm.auto import tqdm
 
-from envs.base import ACTION_KEY, STATE_KEY, EnvAdapter, TrainingData
+from envs.base import ACTION_KEY, STATE_KEY, EnvAdapter, TrainingData, camera_key
 from envs.robosuite.expert import LiftExpert
 from envs.robosuite.runtime import import_robosuite
 from vla_train.data.lerobot_io import (
@@ -37,10 +37,6 @@ from vla_train.rollout import EpisodeSpec
 STATE_NAMES = ("eef_x", "eef_y", "eef_z", "eef_rx", "eef_ry", "eef_rz", "gripper_left", "gripper_right")
 ACTION_NAMES = ("dx", "dy", "dz", "drx", "dry", "drz", "gripper")
 VIDEO_UPSCALE = 4
-
-
-def camera_key(camera: str) -> str:
-    return f"observation.images.{camera}"
 
 
 def robot_state(observation: Mapping[str, np.ndarray]) -> np.ndarray:

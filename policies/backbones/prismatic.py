@@ -183,7 +183,14 @@ class PrismaticBackbone(Backbone):
             if not candidates:
                 raise FileNotFoundError(f"backbone.checkpoint={path}: no checkpoints/*.pt inside")
             path = candidates[-1]
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        elif not path.is_file():
+            raise FileNotFoundError(f"backbone.checkpoint={path}: no such file or directory")
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:
+            raise ValueError(
+                f"backbone.checkpoint={path} is not a readable Prismatic checkpoint: {error}"
+            ) from error
         mapped = map_prismatic_state_dict(saved.get("model", saved))
         for name, tower in (("dino", self.dino), ("siglip", self.siglip)):  # blocks past the one we read
             kept = len(tower.blocks)

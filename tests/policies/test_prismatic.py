@@ -82,6 +82,11 @@ def test_bad_checkpoints_fail_loudly(tmp_path: Path) -> None:
         backbone.load_prismatic_checkpoint(tmp_path / "broken.pt")
     with pytest.raises(FileNotFoundError, match="checkpoints"):
         backbone.load_prismatic_checkpoint(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"backbone\.checkpoint=/nope: no such file"):
+        backbone.load_prismatic_checkpoint("/nope")
+    (tmp_path / "torn.pt").write_bytes((tmp_path / "broken.pt").read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"backbone\.checkpoint=.*torn\.pt is not a readable"):
+        backbone.load_prismatic_checkpoint(tmp_path / "torn.pt")
 
 
 def test_modalities_and_per_head_layouts_come_from_the_towers_and_the_lm(tmp_path: Path) -> None:

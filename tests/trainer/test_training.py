@@ -221,6 +221,24 @@ def test_official_bf16_weights_switch_trains_and_resumes(
     assert any(not torch.equal(first[k], weights[k]) for k in trained)  # bf16 steps still move them
 
 
+def test_a_damaged_checkpoint_or_a_missing_camera_is_named(lift_dataset: Path, tmp_path: Path) -> None:
+    from vla_train.trainer.checkpoint import CheckpointUnreadable
+
+    base = ["trainer.steps=4", "trainer.diagnostics_every=0"]
+    train(tiny_run(lift_dataset, tmp_path, *base, "trainer.stop_at_step=2"))
+    checkpoint = list_checkpoints(tmp_path)[-1]
+    optimizer_state = (checkpoint / "optimizer.pt").read_bytes()
+    (checkpoint / "optimizer.pt").write_bytes(optimizer_state[: len(optimizer_state) // 2])  # torn copy
+    with pytest.raises(CheckpointUnreadable, match=r"optimizer\.pt cannot be read"):
+        train(tiny_run(lift_dataset, tmp_path, *base, "trainer.resume=true"))
+    (checkpoint / "optimizer.pt").write_bytes(optimizer_state)
+    (checkpoint / "trainer_state.json").write_text('{"step": 2, "epo')
+    with pytest.raises(CheckpointUnreadable, match=r"trainer_state\.json cannot be read"):
+        train(tiny_run(lift_dataset, tmp_path, *base, "trainer.resume=true"))
+    with pytest.raises(ValueError, match=r"env\.cameras=\['agentview', 'nope'\].*no camera 'nope'"):
+        train(tiny_run(lift_dataset, tmp_path / "cameras", *base, "env.cameras=[agentview,nope]"))
+
+
 def test_a_nan_batch_is_skipped_and_counted(
     lift_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

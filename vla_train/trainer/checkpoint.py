@@ -15,9 +15,11 @@ half-written checkpoint behind that a later resume would pick up.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import shutil
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -117,16 +119,40 @@ def load_checkpoint(
 ) -> TrainerState:
     """Restore everything :func:`save_checkpoint` wrote; returns the trainer state."""
     path = Path(path)
-    missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=False)
+    with _naming(path / "model.safetensors"):
+        missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=False)
     if missing or unexpected:
         raise RuntimeError(
             f"checkpoint {path} does not match the model: missing {sorted(missing)[:10]}, "
             f"unexpected {sorted(unexpected)[:10]} — was it saved with another backbone/head config?"
         )
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=map_location, weights_only=True))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-    restore_rng_state(torch.load(path / "rng.pt", weights_only=True))
-    return TrainerState(**json.loads((path / STATE_FILE).read_text()))
+    with _naming(path / "optimizer.pt"):
+        optimizer.load_state_dict(
+            torch.load(path / "optimizer.pt", map_location=map_location, weights_only=True)
+        )
+    with _naming(path / "scheduler.pt"):
+        scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+    with _naming(path / "rng.pt"):
+        restore_rng_state(torch.load(path / "rng.pt", weights_only=True))
+    with _naming(path / STATE_FILE):
+        return TrainerState(**json.loads((path / STATE_FILE).read_text()))
+
+
+class CheckpointUnreadable(RuntimeError):
+    """A file of a checkpoint is missing, truncated or not what this version writes."""
+
+
+@contextlib.contextmanager
+def _naming(file: Path) -> Iterator[None]:
+    """Re-raise any failure to read ``file`` naming it, and how to resume from an earlier checkpoint."""
+    try:
+        yield
+    except Exception as error:
+        reason = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
+        raise CheckpointUnreadable(
+            f"{file} cannot be read ({reason}); resume from an earlier checkpoint with "
+            f"trainer.resume=<its directory> under {file.parent.parent}"
+        ) from error
 
 
 def capture_rng_state() -> dict[str, Any]:
