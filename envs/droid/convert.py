@@ -50,7 +50,14 @@ def convert(
     """
     spaces.check(state_space, action_space)
     refuse_existing(Path(output), key="output")
-    labels = json.loads(Path(annotations).read_text()) if annotations else None
+    labels = None
+    if annotations:
+        try:
+            labels = json.loads(Path(annotations).read_text())
+        except (OSError, ValueError) as error:
+            raise ValueError(f"annotations {annotations}: not a readable JSON file ({error})") from error
+        if not isinstance(labels, dict):
+            raise ValueError(f"annotations {annotations}: expected a mapping uuid → instructions")
     episodes = [read_episode(path, labels) for path in find_episodes(raw_root)]
     if not include_failures:
         episodes = [e for e in episodes if e.success is not False and "failure" not in e.path.parts]

@@ -9,6 +9,7 @@ container's frame rate is not trusted). The instruction comes from DROID's aggre
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -62,11 +63,16 @@ class DroidEpisode:
             name: _decode(self.path / "recordings" / "MP4" / f"{serial}.mp4")
             for name, serial in self.cameras.items()
         }
-        with h5py.File(self.path / "trajectory.h5", "r") as h5:
+        trajectory = self.path / "trajectory.h5"
+        with _reading(trajectory), h5py.File(trajectory, "r") as h5:
             states = {space: h5[key][:] for space, (key, _) in STATE_SPACES.items() if key in h5}
             gripper = h5["observation/robot_state/gripper_position"][:]
             actions = {space: h5[f"action/{space}"][:] for space in ACTION_SPACES if f"action/{space}" in h5}
             gripper_target = h5["action/gripper_position"][:]
+        arrays = {**states, "gripper_position": gripper, **actions, "gripper_target": gripper_target}
+        short = {name: len(values) for name, values in arrays.items() if len(values) < self.length}
+        if short:
+            raise ValueError(f"{trajectory}: {short} hold fewer steps than the episode's {self.length}")
         for index in range(self.length):
             images = {}
             for name, stream in frames.items():
@@ -93,9 +99,12 @@ def read_episode(
 
     path = Path(path)
     metadata_files = sorted(path.glob("metadata_*.json"))
-    metadata = json.loads(metadata_files[0].read_text()) if metadata_files else {}
+    metadata = {}
+    if metadata_files:
+        with _reading(metadata_files[0]):
+            metadata = json.loads(metadata_files[0].read_text())
     uuid = metadata.get("uuid") or (metadata_files[0].stem.split("_", 1)[-1] if metadata_files else path.name)
-    with h5py.File(path / "trajectory.h5", "r") as h5:
+    with _reading(path / "trajectory.h5"), h5py.File(path / "trajectory.h5", "r") as h5:
         length = len(h5["observation/robot_state/joint_positions"])
         types = {
             serial: int(np.asarray(h5[f"observation/camera_type/{serial}"]).reshape(-1)[0])
@@ -122,6 +131,19 @@ def read_episode(
     return DroidEpisode(
         path, uuid, str(instruction), None if success is None else bool(success), length, cameras
     )
+
+
+@contextlib.contextmanager
+def _reading(file: Path) -> Iterator[None]:
+    """Name ``file`` in any failure to read it (h5py and json errors do not)."""
+    try:
+        yield
+    except (OSError, KeyError, ValueError, TypeError) as error:
+        if str(file) in str(error):
+            raise
+        raise ValueError(
+            f"{file}: not a readable DROID recording file ({type(error).__name__}: {error})"
+        ) from error
 
 
 def find_episodes(root: str | Path) -> list[Path]:

@@ -281,6 +281,30 @@ def test_conversion_never_touches_existing_output_and_a_failed_one_leaves_nothin
     assert not (tmp_path / "dataset").exists()
 
 
+def test_malformed_recordings_are_named(droid, tmp_path: Path) -> None:
+    import shutil
+
+    import h5py
+
+    raw = tmp_path / "raw"
+    episode = raw / droid["episodes"][0].relative_to(droid["raw"])
+    shutil.copytree(droid["episodes"][0], episode)
+    with h5py.File(episode / "trajectory.h5", "a") as h5:  # actions shorter than the states
+        velocity = h5["action/joint_velocity"][:]
+        del h5["action/joint_velocity"]
+        h5["action/joint_velocity"] = velocity[:-3]
+    with pytest.raises(ValueError, match=r"trajectory\.h5: \{'joint_velocity': 9\} hold fewer steps"):
+        convert(raw, tmp_path / "short")
+    (episode / "trajectory.h5").write_bytes(b"not an HDF5 file")
+    with pytest.raises(ValueError, match=r"trajectory\.h5: not a readable DROID recording file"):
+        convert(raw, tmp_path / "garbage")
+    bad_labels = tmp_path / "labels.json"
+    bad_labels.write_text("{not json")
+    with pytest.raises(ValueError, match=r"annotations .*labels\.json: not a readable JSON file"):
+        convert(droid["raw"], tmp_path / "labels", annotations=bad_labels)
+    assert not any((tmp_path / name).exists() for name in ("short", "garbage", "labels"))
+
+
 def test_robot_client_speaks_the_served_policys_spaces() -> None:
     from envs.droid.client import run_episode
     from vla_train.serving.server import PolicyServer
