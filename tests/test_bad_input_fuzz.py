@@ -84,6 +84,13 @@ OTHER_CASES = [
     (["+env.dataset.foo=1"], "env.dataset.foo"),
     (["+optimizer.kp_steps=1"], "optimizer.kp_steps"),
     (["+trainer.lr=1e-4"], "trainer.lr"),
+    # env.simulator is typed per simulator
+    (["+env.simulator.foo=1"], "env.simulator.foo"),
+    (["env.simulator.expert_noise=lots"], "env.simulator.expert_noise"),
+    (["env=libero_goal", "env.simulator.hard_reset=maybe"], "env.simulator.hard_reset"),
+    (["env=libero_goal", "+env.simulator.camera=front"], "env.simulator.camera"),
+    (["env=libero_plus", "env.simulator.plus.per_category=many"], "env.simulator.plus.per_category"),
+    (["env=droid", "+env.simulator.x=1"], "env.simulator.x"),
     # wrong types
     (["trainer.steps=abc"], "trainer.steps"),
     (["trainer.batch_size=1.5"], "trainer.batch_size"),

@@ -224,17 +224,78 @@ class EnvConfig:
     fps: int = 20
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    simulator: dict[str, Any] = field(default_factory=dict)
+    simulator: Any = None  # each environment's schema types it (RobosuiteEnvConfig, LiberoEnvConfig, …)
     augmentation: Any = None  # training-time image augmentation (a _target_ node), e.g. env=droid's
 
 
-# ------------------------------------------------------------------------------------------ trainer
+@dataclass
+class RobosuiteSimulatorConfig:
+    """robosuite: the task and robot, and how the scripted expert records demonstrations."""
+
+    task: str = "Lift"
+    robot: str = "Panda"
+    controller: str = "OSC_POSE"
+    expert_noise: float = 0.1
+    reflections: bool = False
+    max_demo_steps: int = 150
+    steps_after_success: int = 10
+
+
+@dataclass
+class RobosuiteEnvConfig(EnvConfig):
+    simulator: RobosuiteSimulatorConfig = field(default_factory=RobosuiteSimulatorConfig)
+
+
+@dataclass
+class LiberoSimulatorConfig:
+    """LIBERO: the suite, the rendering and reset protocol, and where its assets and config live."""
+
+    suite: str = MISSING
+    camera_size: int = 256
+    num_steps_wait: int = 10
+    hard_reset: bool = True
+    control_fps: int = 20
+    assets_dir: str | None = None
+    config_dir: str | None = None
+
+
+@dataclass
+class LiberoEnvConfig(EnvConfig):
+    simulator: LiberoSimulatorConfig = field(default_factory=LiberoSimulatorConfig)
+
+
+@dataclass
+class LiberoPlusSelection:
+    """Which LIBERO-Plus tasks to evaluate (``envs.libero.plus``)."""
+
+    task_list: str | None = None
+    suites: list[str] | None = None
+    categories: list[str] | None = None
+    per_category: int | None = None
+
+
+@dataclass
+class LiberoPlusSimulatorConfig(LiberoSimulatorConfig):
+    plus: LiberoPlusSelection = field(default_factory=LiberoPlusSelection)
+
+
+@dataclass
+class LiberoPlusEnvConfig(LiberoEnvConfig):
+    simulator: LiberoPlusSimulatorConfig = field(default_factory=LiberoPlusSimulatorConfig)
+
+
+@dataclass
+class NoSimulatorConfig:
+    """A real robot: nothing to simulate (evaluated by serving the policy)."""
+
+
 @dataclass
 class DroidEnvConfig(EnvConfig):
     """DROID: which recorded state and action the dataset holds (``envs.droid.spaces``)."""
 
     state_space: str = "joint"
     action_space: str = "joint_velocity"
+    simulator: NoSimulatorConfig = field(default_factory=NoSimulatorConfig)
 
 
 # ------------------------------------------------------------------------------------------ trainer
@@ -314,6 +375,9 @@ def register_configs() -> None:
     store.store(group="optimizer", name="optimizer_schema", node=OptimizerConfig)
     store.store(group="env", name="env_schema", node=EnvConfig)
     store.store(group="env", name="droid_schema", node=DroidEnvConfig)
+    store.store(group="env", name="robosuite_schema", node=RobosuiteEnvConfig)
+    store.store(group="env", name="libero_schema", node=LiberoEnvConfig)
+    store.store(group="env", name="libero_plus_schema", node=LiberoPlusEnvConfig)
     store.store(group="trainer", name="trainer_schema", node=TrainerConfig)
     store.store(group="logger", name="logger_schema", node=LoggerConfig)
 
