@@ -11,7 +11,6 @@ No torch: env clients in the LIBERO-Plus environment import it.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
 from collections import defaultdict
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from envs.libero.env import task_key
+from envs.libero.runtime import installed_benchmark_file
 from vla_train.rollout.episodes import EpisodeSpec
 
 #: Table 1's columns, in its order, for LIBERO-Plus's category names.
@@ -47,15 +47,9 @@ class PlusTask:
 
 def installed_task_list() -> Path:
     """``task_classification.json`` of the LIBERO-Plus installed as ``libero`` in this environment."""
-    spec = importlib.util.find_spec("libero")
-    if spec is None or not spec.submodule_search_locations:
+    path = installed_benchmark_file("task_classification.json")
+    if path is None:
         raise FileNotFoundError("LIBERO-Plus is not installed here; pass the task list's path instead")
-    path = (
-        Path(next(iter(spec.submodule_search_locations)))
-        / "libero"
-        / "benchmark"
-        / "task_classification.json"
-    )
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: the installed `libero` is not LIBERO-Plus")
     return path

@@ -97,6 +97,15 @@ def import_libero(assets_dir: str | None = None, config_dir: str | Path | None =
     return libero
 
 
+def installed_benchmark_file(name: str) -> Path | None:
+    """``libero/libero/benchmark/<name>`` of the installed ``libero`` package (found without importing
+    it), or None when no ``libero`` is installed."""
+    spec = importlib.util.find_spec("libero")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "libero" / "benchmark" / name
+
+
 def suite_instructions(suite: str) -> set[str]:
     """The instructions of ``suite``'s tasks, from LIBERO's task table, without importing LIBERO.
 
@@ -105,15 +114,9 @@ def suite_instructions(suite: str) -> set[str]:
     dict of BDDL problem names) is read on its own, and each name turned into its instruction as LIBERO
     does: words joined by spaces, after the ``…_SCENE<n>_`` prefix of LIBERO-90/10 names.
     """
-    spec = importlib.util.find_spec("libero")
-    if spec is None or not spec.submodule_search_locations:
+    table = installed_benchmark_file("libero_suite_task_map.py")
+    if table is None:
         raise LiberoSetupError("LIBERO is not installed: pip install hf-libero (or LIBERO-Plus)")
-    table = (
-        Path(next(iter(spec.submodule_search_locations)))
-        / "libero"
-        / "benchmark"
-        / "libero_suite_task_map.py"
-    )
     module_spec = importlib.util.spec_from_file_location("_libero_suite_task_map", table)
     if module_spec is None or not table.is_file():
         raise LiberoSetupError(f"LIBERO's task table is missing: {table}")
