@@ -61,6 +61,7 @@ class EnvAdapter:
         :meth:`sample_to_policy` applied per frame, cached in memory when ``dataset.cache_in_memory``."""
         dataset_cfg = self.cfg.dataset
         frames = load_lerobot_dataset(dataset_cfg.repo_id, root, ACTION_KEY, self.cfg.chunk_size, episodes)
+        self.check_dataset_layout(frames.meta, root or dataset_cfg.repo_id)
         absent = [camera for camera in self.cfg.cameras if camera_key(camera) not in frames.meta.features]
         if absent:
             recorded = sorted(k.removeprefix("observation.images.") for k in frames.meta.camera_keys)
@@ -73,6 +74,17 @@ class EnvAdapter:
         if dataset_cfg.cache_in_memory:
             dataset = InMemoryDataset(dataset, description=f"caching {dataset_cfg.repo_id}")
         return TrainingData(dataset, stats, STATE_KEY, ACTION_KEY)
+
+    def check_dataset_layout(self, meta: Any, source: Any) -> None:
+        """The dataset's state and action sizes and frame rate are the ones ``env`` declares."""
+        for key, field in ((STATE_KEY, "state_dim"), (ACTION_KEY, "action_dim")):
+            shape = tuple(meta.features[key]["shape"]) if key in meta.features else None
+            if shape != (self.cfg[field],):
+                raise ValueError(
+                    f"env.{field}={self.cfg[field]}, but dataset {source} stores {key} with shape {shape}"
+                )
+        if meta.fps != self.cfg.fps:
+            raise ValueError(f"env.fps={self.cfg.fps}, but dataset {source} is recorded at {meta.fps} fps")
 
     def sample_to_policy(self, sample: Mapping[str, Any]) -> dict[str, Any]:
         """A dataset frame → a policy training sample (the layout above)."""

@@ -175,3 +175,23 @@ def test_a_symlinked_target_is_refused_and_concurrent_recorders_are_serialized(t
         fcntl.flock(other_process, fcntl.LOCK_EX | fcntl.LOCK_NB)
     with (tmp_path / ".shared.lock").open("a") as after:
         fcntl.flock(after, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released
+
+
+def test_non_finite_values_in_a_dataset_are_named(tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    with DatasetRecorder(root, "local/unit", fps=10, features=FEATURES) as recorder:
+        for t in range(3):
+            action = np.array([0.0, float("nan") if t == 1 else 0.0, 1.0], np.float32)
+            recorder.add_frame(
+                {
+                    "observation.images.front": np.zeros((8, 8, 3), np.uint8),
+                    "observation.state": np.zeros(2, np.float32),
+                    "action": action,
+                },
+                task="t",
+            )
+        recorder.save_episode()
+    dataset = load_lerobot_dataset("local/unit", root, "action", chunk_size=2)
+    assert dataset_statistics(dataset, ["observation.state"])  # finite
+    with pytest.raises(ValueError, match=r"action holds non-finite values"):
+        dataset_statistics(dataset, ["action"])

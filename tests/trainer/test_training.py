@@ -237,6 +237,10 @@ def test_a_damaged_checkpoint_or_a_missing_camera_is_named(lift_dataset: Path, t
         train(tiny_run(lift_dataset, tmp_path, *base, "trainer.resume=true"))
     with pytest.raises(ValueError, match=r"env\.cameras=\['agentview', 'nope'\].*no camera 'nope'"):
         train(tiny_run(lift_dataset, tmp_path / "cameras", *base, "env.cameras=[agentview,nope]"))
+    with pytest.raises(ValueError, match=r"env\.state_dim=9, but dataset .* shape \(8,\)"):
+        train(tiny_run(lift_dataset, tmp_path / "state", *base, "env.state_dim=9"))
+    with pytest.raises(ValueError, match=r"env\.fps=10, but dataset .* at 20 fps"):
+        train(tiny_run(lift_dataset, tmp_path / "fps", *base, "env.fps=10"))
 
 
 def test_a_nan_batch_is_skipped_and_counted(
