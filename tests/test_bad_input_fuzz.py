@@ -157,3 +157,27 @@ def test_the_fuzz_covers_at_least_150_cases_and_every_range_checked_key() -> Non
 
     assert len(RANGE_CASES) + len(OTHER_CASES) >= 150
     assert set(RANGES) <= set(BAD_VALUES)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        (["backbone.vision_heads=3"], "backbone.vision_width / backbone.vision_heads"),
+        (["backbone.language_heads=3"], "backbone.language_width / backbone.language_heads"),
+        (["backbone.language_kv_heads=3"], "backbone.language_heads / backbone.language_kv_heads"),
+        (["backbone.patch_size=7"], "backbone.image_size / backbone.patch_size"),
+        (["head.heads=3"], "head.heads=3"),
+        (["head=l1_bridge", "head.heads=3"], "head.heads=3"),
+        (["head=flow_tiny", "head.heads=5"], "head.heads=5"),
+    ],
+)
+def test_sizes_that_do_not_divide_are_named_when_the_policy_is_built(
+    overrides: list[str], named: str
+) -> None:
+    """Checked as the parts are built (the ratio is the part's own business), before any training."""
+    from vla_train.training import build_policy
+
+    cfg = compose_train(overrides)
+    validate_config(cfg)
+    with pytest.raises(Exception, match=named.replace("[", r"\[").replace(".", r"\.").replace("/", r"\/")):
+        build_policy(cfg, None, "", "")

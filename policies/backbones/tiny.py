@@ -45,6 +45,15 @@ class TinyBackbone(Backbone):
         max_instruction_tokens: int = 64,
     ) -> None:
         super().__init__()
+        divides = {  # timm and transformers would assert deep inside instead of naming the key
+            "backbone.vision_width / backbone.vision_heads": (vision_width, vision_heads),
+            "backbone.language_width / backbone.language_heads": (language_width, language_heads),
+            "backbone.language_heads / backbone.language_kv_heads": (language_heads, language_kv_heads),
+            "backbone.image_size / backbone.patch_size": (image_size, patch_size),
+        }
+        for ratio, (whole, part) in divides.items():
+            if part < 1 or whole % part:
+                raise ValueError(f"{ratio} = {whole} / {part}: must be a whole number")
         self.image_size = image_size
         self.max_instruction_tokens = max_instruction_tokens
         self.vision = VisionTransformer(

@@ -32,7 +32,9 @@ class BridgeAttentionBlock(nn.Module):
     def __init__(self, width: int, heads: int) -> None:
         super().__init__()
         if width % heads:
-            raise ValueError(f"bridge width {width} must be divisible by heads={heads}")
+            raise ValueError(
+                f"head.heads={heads}: the bridge width {width} (the backbone's) must be divisible by it"
+            )
         self.heads = heads
         self.raw_norm = nn.LayerNorm(width)
         self.query_norm = nn.LayerNorm(width)

@@ -49,7 +49,7 @@ class FlowBlock(nn.Module):
     def __init__(self, width: int, heads: int, mlp_ratio: float, context_dim: int) -> None:
         super().__init__()
         if width % heads:
-            raise ValueError(f"flow head width {width} must be divisible by heads={heads}")
+            raise ValueError(f"head.heads={heads}: head.width={width} must be divisible by it")
         self.heads = heads
         self.modulation = nn.Linear(width, 6 * width)
         self.norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)

@@ -57,7 +57,10 @@ class ProBridgeBlock(nn.Module):
     def __init__(self, width: int, heads: int = 8) -> None:
         super().__init__()
         if width % heads or (width // heads) % 2:
-            raise ValueError(f"Pro block width {width} must split into {heads} heads of even size")
+            raise ValueError(
+                f"head.heads={heads}: the Pro block's width {width} (the backbone's) must split into {heads} "
+                "heads of even size"
+            )
         self.heads = heads
         head_dim = width // heads
         self.ffn = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width), nn.ReLU())
