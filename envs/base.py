@@ -62,13 +62,6 @@ class EnvAdapter:
         dataset_cfg = self.cfg.dataset
         frames = load_lerobot_dataset(dataset_cfg.repo_id, root, ACTION_KEY, self.cfg.chunk_size, episodes)
         self.check_dataset_layout(frames.meta, root or dataset_cfg.repo_id)
-        absent = [camera for camera in self.cfg.cameras if camera_key(camera) not in frames.meta.features]
-        if absent:
-            recorded = sorted(k.removeprefix("observation.images.") for k in frames.meta.camera_keys)
-            raise ValueError(
-                f"env.cameras={list(self.cfg.cameras)}: dataset {root or dataset_cfg.repo_id} has no camera "
-                f"{absent[0]!r}; it records {recorded}"
-            )
         stats = dataset_statistics(frames, [STATE_KEY, ACTION_KEY])
         dataset: torch.utils.data.Dataset = TransformedDataset(frames, self.sample_to_policy)
         if dataset_cfg.cache_in_memory:
@@ -76,7 +69,14 @@ class EnvAdapter:
         return TrainingData(dataset, stats, STATE_KEY, ACTION_KEY)
 
     def check_dataset_layout(self, meta: Any, source: Any) -> None:
-        """The dataset's state and action sizes and frame rate are the ones ``env`` declares."""
+        """The dataset records ``env``'s cameras, state and action sizes and frame rate."""
+        absent = [camera for camera in self.cfg.cameras if camera_key(camera) not in meta.features]
+        if absent:
+            recorded = sorted(k.removeprefix(camera_key("")) for k in meta.camera_keys)
+            raise ValueError(
+                f"env.cameras={list(self.cfg.cameras)}: dataset {source} has no camera {absent[0]!r}; it "
+                f"records {recorded}"
+            )
         for key, field in ((STATE_KEY, "state_dim"), (ACTION_KEY, "action_dim")):
             shape = tuple(meta.features[key]["shape"]) if key in meta.features else None
             if shape != (self.cfg[field],):

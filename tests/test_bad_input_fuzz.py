@@ -1,11 +1,14 @@
-"""Bad input is never silent: ~160 bad overrides, each refused before anything is built, naming its key.
+"""Bad input is never silent: ~160 bad overrides, each refused naming its key.
 
-Validation only (compose + ``validate_config``), so it runs in seconds and keeps every check of
-issue 17's list from regressing: ranges, choices, types, unknown keys (also through Hydra's ``+``
-append), misspelled group options and incompatible parts.
+Nearly all are validation only (compose + ``validate_config``, refused before anything is built), so
+the file runs in seconds and keeps every check of issue 17's list from regressing: ranges, choices,
+types, unknown keys (also through Hydra's ``+`` append), misspelled group options and incompatible
+parts; sizes that must divide are checked as the parts are built.
 """
 
 from __future__ import annotations
+
+import re
 
 import pytest
 from helpers import compose_train
@@ -165,7 +168,6 @@ def test_the_fuzz_covers_at_least_150_cases_and_every_range_checked_key() -> Non
         (["backbone.vision_heads=3"], "backbone.vision_width / backbone.vision_heads"),
         (["backbone.language_heads=3"], "backbone.language_width / backbone.language_heads"),
         (["backbone.language_kv_heads=3"], "backbone.language_heads / backbone.language_kv_heads"),
-        (["backbone.patch_size=7"], "backbone.image_size / backbone.patch_size"),
         (["head.heads=3"], "head.heads=3"),
         (["head=l1_bridge", "head.heads=3"], "head.heads=3"),
         (["head=flow_tiny", "head.heads=5"], "head.heads=5"),
@@ -179,5 +181,5 @@ def test_sizes_that_do_not_divide_are_named_when_the_policy_is_built(
 
     cfg = compose_train(overrides)
     validate_config(cfg)
-    with pytest.raises(Exception, match=named.replace("[", r"\[").replace(".", r"\.").replace("/", r"\/")):
+    with pytest.raises(Exception, match=re.escape(named)):  # ValueError, wrapped by Hydra's instantiate
         build_policy(cfg, None, "", "")

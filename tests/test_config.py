@@ -299,3 +299,23 @@ def test_joblib_jobs_are_pinned_to_gpus_round_robin(monkeypatch: pytest.MonkeyPa
     pin_sweep_job_to_gpu()
     assert os.environ["ACCELERATE_TORCH_DEVICE"] == "cuda:3"
     compose_train([], tmp_path)  # leave a single-run Hydra config behind for later tests
+
+
+def test_libero_plus_keeps_every_libero_setting(tmp_path: Path) -> None:
+    """env=libero_plus is env=libero_object plus its LIBERO-Plus selection: the typed schemas never reset
+    the shared LIBERO values (cameras, image size, fps, protocol) to their defaults."""
+    from omegaconf import OmegaConf
+
+    plus = OmegaConf.to_container(compose_train(["env=libero_plus"], tmp_path).env)
+    base = OmegaConf.to_container(compose_train(["env=libero_object"], tmp_path).env)
+    assert plus["simulator"].pop("plus") == {
+        "task_list": None,
+        "suites": None,
+        "categories": None,
+        "per_category": None,
+    }
+    for key in ("name", "adapter"):
+        del plus[key], base[key]
+    assert plus["eval"].pop("max_steps") == 520 and base["eval"].pop("max_steps") == 280
+    assert plus == base
+    assert base["cameras"] == ["image", "image2"] and (base["fps"], base["image_size"]) == (10, 256)

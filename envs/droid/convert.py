@@ -75,7 +75,7 @@ def convert(
         DatasetRecorder(output, repo_id, FPS, features, robot_type="panda") as recorder,
     ):
         for episode in tqdm(episodes, desc=f"DROID → {output}", dynamic_ncols=True):
-            for step in episode.steps():
+            for step in episode.steps(state_space, action_space):
                 frame = {f"observation.images.{c}": _resize(step.images[c]) for c in recorded}
                 frame["observation.state"] = step.state(state_space)
                 frame["action"] = step.action(action_space)

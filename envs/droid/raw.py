@@ -56,7 +56,9 @@ class DroidEpisode:
     length: int
     cameras: dict[str, str]  # our camera name → serial
 
-    def steps(self) -> Iterator[DroidStep]:
+    def steps(self, state_space: str | None = None, action_space: str | None = None) -> Iterator[DroidStep]:
+        """The episode's steps; with ``state_space``/``action_space`` given, only those (and the gripper)
+        must cover the whole episode, and other spaces recorded shorter are left out."""
         import h5py
 
         frames = {
@@ -71,6 +73,11 @@ class DroidEpisode:
             gripper_target = h5["action/gripper_position"][:]
         arrays = {**states, "gripper_position": gripper, **actions, "gripper_target": gripper_target}
         short = {name: len(values) for name, values in arrays.items() if len(values) < self.length}
+        if state_space is not None or action_space is not None:
+            needed = {"gripper_position", "gripper_target", state_space, action_space}
+            states = {space: values for space, values in states.items() if space not in short}
+            actions = {space: values for space, values in actions.items() if space not in short}
+            short = {name: length for name, length in short.items() if name in needed}
         if short:
             raise ValueError(f"{trajectory}: {short} hold fewer steps than the episode's {self.length}")
         for index in range(self.length):

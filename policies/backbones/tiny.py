@@ -49,7 +49,6 @@ class TinyBackbone(Backbone):
             "backbone.vision_width / backbone.vision_heads": (vision_width, vision_heads),
             "backbone.language_width / backbone.language_heads": (language_width, language_heads),
             "backbone.language_heads / backbone.language_kv_heads": (language_heads, language_kv_heads),
-            "backbone.image_size / backbone.patch_size": (image_size, patch_size),
         }
         for ratio, (whole, part) in divides.items():
             if part < 1 or whole % part:

@@ -295,6 +295,7 @@ def test_malformed_recordings_are_named(droid, tmp_path: Path) -> None:
         h5["action/joint_velocity"] = velocity[:-3]
     with pytest.raises(ValueError, match=r"trajectory\.h5: \{'joint_velocity': 9\} hold fewer steps"):
         convert(raw, tmp_path / "short")
+    assert convert(raw, tmp_path / "other", action_space="joint_position") == 1  # the short space is not used
     (episode / "trajectory.h5").write_bytes(b"not an HDF5 file")
     with pytest.raises(ValueError, match=r"trajectory\.h5: not a readable DROID recording file"):
         convert(raw, tmp_path / "garbage")
@@ -303,6 +304,7 @@ def test_malformed_recordings_are_named(droid, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"annotations .*labels\.json: not a readable JSON file"):
         convert(droid["raw"], tmp_path / "labels", annotations=bad_labels)
     assert not any((tmp_path / name).exists() for name in ("short", "garbage", "labels"))
+    assert (tmp_path / "other").is_dir()
 
 
 def test_robot_client_speaks_the_served_policys_spaces() -> None:

@@ -232,6 +232,11 @@ def test_a_damaged_checkpoint_or_a_missing_camera_is_named(lift_dataset: Path, t
     with pytest.raises(CheckpointUnreadable, match=r"optimizer\.pt cannot be read"):
         train(tiny_run(lift_dataset, tmp_path, *base, "trainer.resume=true"))
     (checkpoint / "optimizer.pt").write_bytes(optimizer_state)
+    weights = (checkpoint / "model.safetensors").read_bytes()
+    (checkpoint / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    with pytest.raises(CheckpointUnreadable, match=r"model\.safetensors cannot be read"):
+        train(tiny_run(lift_dataset, tmp_path, *base, "trainer.resume=true"))
+    (checkpoint / "model.safetensors").write_bytes(weights)
     (checkpoint / "trainer_state.json").write_text('{"step": 2, "epo')
     with pytest.raises(CheckpointUnreadable, match=r"trainer_state\.json cannot be read"):
         train(tiny_run(lift_dataset, tmp_path, *base, "trainer.resume=true"))

@@ -95,11 +95,7 @@ def dataset_statistics(dataset, keys: Sequence[str]) -> dict[str, dict[str, torc
             name: torch.as_tensor(np.asarray(value), dtype=torch.float32)
             for name, value in dataset.meta.stats[key].items()
         }
-        broken = [
-            name
-            for name, value in stats[key].items()
-            if value.is_floating_point() and not value.isfinite().all()
-        ]
+        broken = [name for name, value in stats[key].items() if not value.isfinite().all()]
         if broken:  # lerobot's statistics of a feature that holds NaN or inf somewhere
             raise ValueError(
                 f"dataset {dataset.root}: {key} holds non-finite values (its {broken} statistics are not "

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 
 CHECKPOINT_DIR = "checkpoints"
@@ -119,23 +120,29 @@ def load_checkpoint(
 ) -> TrainerState:
     """Restore everything :func:`save_checkpoint` wrote; returns the trainer state."""
     path = Path(path)
-    with _naming(path / "model.safetensors"):
-        missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=False)
+    weights = path / "model.safetensors"
+    with _reading(weights), safe_open(str(weights), framework="pt"):
+        pass  # a torn or foreign file fails here, on its header, naming the file
+    with _fitting(weights, "model"):
+        missing, unexpected = load_model(model, str(weights), strict=False)
     if missing or unexpected:
         raise RuntimeError(
             f"checkpoint {path} does not match the model: missing {sorted(missing)[:10]}, "
             f"unexpected {sorted(unexpected)[:10]} — was it saved with another backbone/head config?"
         )
-    with _naming(path / "optimizer.pt"):
-        optimizer.load_state_dict(
-            torch.load(path / "optimizer.pt", map_location=map_location, weights_only=True)
-        )
-    with _naming(path / "scheduler.pt"):
-        scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-    with _naming(path / "rng.pt"):
-        restore_rng_state(torch.load(path / "rng.pt", weights_only=True))
-    with _naming(path / STATE_FILE):
-        return TrainerState(**json.loads((path / STATE_FILE).read_text()))
+    for name, target, apply in (
+        ("optimizer.pt", "optimizer", optimizer.load_state_dict),
+        ("scheduler.pt", "learning-rate schedule", scheduler.load_state_dict),
+        ("rng.pt", "machine's random generators", restore_rng_state),
+    ):
+        with _reading(path / name):
+            state = torch.load(path / name, map_location=map_location, weights_only=True)
+        with _fitting(path / name, target):
+            apply(state)
+    with _reading(path / STATE_FILE):
+        saved = json.loads((path / STATE_FILE).read_text())
+    with _fitting(path / STATE_FILE, "trainer"):
+        return TrainerState(**saved)
 
 
 class CheckpointUnreadable(RuntimeError):
@@ -143,16 +150,31 @@ class CheckpointUnreadable(RuntimeError):
 
 
 @contextlib.contextmanager
-def _naming(file: Path) -> Iterator[None]:
-    """Re-raise any failure to read ``file`` naming it, and how to resume from an earlier checkpoint."""
+def _reading(file: Path) -> Iterator[None]:
+    """A failure to read or parse ``file``: name it, and how to resume from an earlier checkpoint."""
     try:
         yield
     except Exception as error:
-        reason = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
         raise CheckpointUnreadable(
-            f"{file} cannot be read ({reason}); resume from an earlier checkpoint with "
+            f"{file} cannot be read ({_first_line(error)}); resume from an earlier checkpoint with "
             f"trainer.resume=<its directory> under {file.parent.parent}"
         ) from error
+
+
+@contextlib.contextmanager
+def _fitting(file: Path, target: str) -> Iterator[None]:
+    """A readable file that does not fit: the config (or the code, or the machine) differs from the run's."""
+    try:
+        yield
+    except (RuntimeError, ValueError, KeyError, TypeError) as error:
+        raise RuntimeError(
+            f"{file} does not fit this {target} ({_first_line(error)}): was the run made with another "
+            "config or version? Earlier checkpoints of the run will not fit either"
+        ) from error
+
+
+def _first_line(error: BaseException) -> str:
+    return f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}"
 
 
 def capture_rng_state() -> dict[str, Any]:
