@@ -26,6 +26,12 @@ from policies.base import OptimizerRules
 from vla_train.optim import ModalityRule, PerHeadRule
 
 
+def split_into_heads(tokens: torch.Tensor, heads: int) -> torch.Tensor:
+    """``(B, L, D)`` → ``(B, heads, L, D / heads)``, the layout of ``scaled_dot_product_attention``."""
+    batch, length, width = tokens.shape
+    return tokens.view(batch, length, heads, width // heads).transpose(1, 2)
+
+
 class BridgeAttentionBlock(nn.Module):
     """Chunk tokens attend jointly to themselves, to [query features, proprio] and to gated raw features."""
 
@@ -64,17 +70,13 @@ class BridgeAttentionBlock(nn.Module):
         values = self.v_proj(torch.cat([x, bridge, raw], dim=1))
         real = torch.cat([raw_mask.new_ones(x.shape[:2]), raw_mask.new_ones(bridge.shape[:2]), raw_mask], 1)
         attended = F.scaled_dot_product_attention(
-            self._split(self.q_proj(x)),
-            self._split(keys),
-            self._split(values),
+            split_into_heads(self.q_proj(x), self.heads),
+            split_into_heads(keys, self.heads),
+            split_into_heads(values, self.heads),
             attn_mask=real[:, None, None, :],
         )
         attended = self.o_proj(attended.transpose(1, 2).flatten(2))
         return F.relu(self.ffn(self.ffn_norm(x + attended)))
-
-    def _split(self, tokens: torch.Tensor) -> torch.Tensor:
-        batch, length, width = tokens.shape
-        return tokens.view(batch, length, self.heads, width // self.heads).transpose(1, 2)
 
 
 class BridgeAttentionPolicy(nn.Module):

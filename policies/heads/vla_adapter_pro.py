@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from policies.base import OptimizerRules
+from policies.heads.bridge import split_into_heads
 from vla_train.optim import ModalityRule, PerHeadRule
 
 ROPE_BASE = 10_000.0
@@ -100,9 +101,9 @@ class ProBridgeBlock(nn.Module):
         )
         values = torch.cat(
             [
-                self._split(self.v_self(x)),
-                self._split(self.v_adapter(adapter)),
-                self._split(self.v_task(task)),
+                split_into_heads(self.v_self(x), self.heads),
+                split_into_heads(self.v_adapter(adapter), self.heads),
+                split_into_heads(self.v_task(task), self.heads),
             ],
             dim=2,
         )
@@ -114,12 +115,8 @@ class ProBridgeBlock(nn.Module):
         )
         return self.ffn(self.o_proj(attended.transpose(1, 2).flatten(2)) + x)
 
-    def _split(self, tokens: torch.Tensor) -> torch.Tensor:
-        batch, length, width = tokens.shape
-        return tokens.view(batch, length, self.heads, width // self.heads).transpose(1, 2)
-
     def _rotate(self, tokens: torch.Tensor) -> torch.Tensor:
-        return official_rotary(self._split(tokens), self.inv_freq)
+        return official_rotary(split_into_heads(tokens, self.heads), self.inv_freq)
 
 
 class ProActionPolicy(nn.Module):
