@@ -18,6 +18,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from policies.contract import BackboneSpec
+from policies.joint_attention import AttentionGeometry
 from vla_train.optim import ModalityRule, ParameterAssignment, PerHeadRule, assign_parameters
 
 #: The paper's assignment (Table A1, configuration iii; connectors on Muon as in the official runs).
@@ -170,26 +172,38 @@ def default_dtype(dtype: torch.dtype) -> Iterator[None]:
 
 
 class Backbone(nn.Module):
-    """Images + instruction → feature tokens. Subclasses set ``hidden_size`` and ``num_layers``.
+    """Images + instruction → feature tokens.
 
-    A backbone that reads the robot state (π0.5 writes it into its prompt) sets ``takes_state`` and
-    gets the normalized state as ``forward(..., state=)``.
+    Subclasses set ``hidden_size`` and ``num_layers`` (and ``attention_geometry`` if they offer
+    ``keys_values``) and declare in ``provides`` which :data:`~policies.contract.FEATURES` they fill;
+    a head is paired with a backbone through those alone (:mod:`policies.contract`).
     """
 
+    provides: frozenset[str] = frozenset({"layer_tokens", "queries"})
     hidden_size: int
     num_layers: int
-    takes_state: bool = False
-    accepts_queries: bool = True
-    exposes_keys_values: bool = False  # fills BackboneOutput.layer_keys_values (π0.5's VLM)
+    attention_geometry: AttentionGeometry | None = None
+
+    @property
+    def spec(self) -> BackboneSpec:
+        """What the head built on this backbone is told about it."""
+        return BackboneSpec(self.hidden_size, self.num_layers, self.attention_geometry, self.provides)
 
     def forward(
-        self, images: torch.Tensor, instructions: list[str], queries: torch.Tensor | None = None
+        self,
+        images: torch.Tensor,
+        instructions: list[str],
+        queries: torch.Tensor | None = None,
+        state: torch.Tensor | None = None,
     ) -> BackboneOutput:
         """Args:
         images: ``(B, cameras, 3, H, W)`` float in [0, 1].
         instructions: one string per sample.
         queries: optional ``(B, Q, hidden_size)`` embeddings run through the language model after the
-            instruction (VLA-Adapter's action queries); their hidden states come back per layer.
+            instruction (VLA-Adapter's action queries); their hidden states come back per layer. Only
+            backbones that provide ``queries`` take them.
+        state: ``(B, S)`` normalized proprioception; a backbone that writes it into its prompt (π0.5)
+            reads it, the others ignore it.
         """
         raise NotImplementedError
 
@@ -200,11 +214,21 @@ class Backbone(nn.Module):
 class ActionHead(nn.Module):
     """Backbone features + state → action chunk. Works in normalized action space.
 
+    Built by the policy as ``Head(backbone=<BackboneSpec>, action_dim=, state_dim=, chunk_size=,
+    **options)``; ``requires`` names the backbone features it reads (:mod:`policies.contract`).
+
     ``normalization``: how the policy normalizes state and actions for this head (a
     :class:`~policies.vla_policy.Normalizer` mode), part of the head's definition (π0.5: quantiles).
     """
 
     normalization: str = "mean_std"
+    requires: frozenset[str] = frozenset()
+
+    @classmethod
+    def requirements(cls, options: Mapping[str, Any]) -> frozenset[str]:
+        """The backbone features (:data:`~policies.contract.FEATURES`) this head reads when built with
+        ``options`` (its config); ``requires`` unless they depend on the options."""
+        return cls.requires
 
     def backbone_queries(self, batch_size: int) -> torch.Tensor | None:
         """Embeddings the backbone should run after the instruction, or None (the default)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections import deque
 from collections.abc import Callable, Mapping
 
@@ -10,6 +9,7 @@ import torch
 from torch import nn
 
 from policies.base import ActionHead, Backbone, BackboneOutput, OptimizerRules
+from policies.contract import check_fits
 
 NORMALIZATION_MODES = ("mean_std", "min_max", "quantile", "identity")
 STATISTICS = {"mean_std": ("mean", "std"), "min_max": ("min", "max"), "quantile": ("q01", "q99")}
@@ -78,9 +78,10 @@ class VLAPolicy(nn.Module):
 
     Args:
         backbone: any :class:`Backbone`.
-        head: a factory (Hydra ``_partial_``) taking ``context_dim``, ``action_dim``, ``state_dim`` and
-            ``chunk_size`` (and ``context_layers`` or ``backbone_attention`` if it asks for them), so that
-            any head fits any backbone without hand-matched widths.
+        head: a factory (a Hydra ``_partial_`` of an :class:`ActionHead`) taking the backbone's
+            :class:`~policies.contract.BackboneSpec` as ``backbone`` and ``action_dim``, ``state_dim``,
+            ``chunk_size``, so that a head fits any backbone offering what it requires, without
+            hand-matched widths (:func:`~policies.contract.check_fits`).
         n_action_steps: actions executed from each predicted chunk before predicting again.
         state_normalization, action_normalization: :class:`Normalizer` modes; None: the head's own.
         augmentation: ``(images, generator) -> images`` applied to training batches, with the step's
@@ -105,29 +106,12 @@ class VLAPolicy(nn.Module):
         if not 1 <= n_action_steps <= chunk_size:
             raise ValueError(f"n_action_steps must be in [1, chunk_size={chunk_size}], got {n_action_steps}")
         self.backbone = backbone
-        sizes = dict(
-            context_dim=backbone.hidden_size,
-            action_dim=action_dim,
-            state_dim=state_dim,
-            chunk_size=chunk_size,
+        head_class = getattr(head, "func", head)  # a Hydra partial: the head's class and its options
+        if isinstance(head_class, type) and issubclass(head_class, ActionHead):
+            check_fits(type(backbone), head_class, getattr(head, "keywords", {}))
+        self.head = head(
+            backbone=backbone.spec, action_dim=action_dim, state_dim=state_dim, chunk_size=chunk_size
         )
-        wanted = inspect.signature(head).parameters
-        if "context_layers" in wanted:
-            sizes["context_layers"] = backbone.num_layers
-        if "backbone_attention" in wanted:
-            if not backbone.exposes_keys_values:
-                raise ValueError(
-                    f"this head attends jointly with its backbone's layers, which {type(backbone).__name__} "
-                    "does not expose: pair head=pi05 with backbone=pi05 (or pi05_tiny)"
-                )
-            sizes["backbone_attention"] = backbone.attention_geometry
-        self.head = head(**sizes)
-        if not backbone.accepts_queries and self.head.backbone_queries(1) is not None:
-            raise ValueError(
-                f"{type(self.head).__name__} runs queries through the backbone, which "
-                f"{type(backbone).__name__} does not take; with backbone=pi05 use its action expert, "
-                "head=pi05"
-            )
         self.action_dim, self.state_dim, self.chunk_size = action_dim, state_dim, chunk_size
         self.n_action_steps = n_action_steps
         self.augmentation = augmentation
@@ -168,9 +152,7 @@ class VLAPolicy(nn.Module):
         normalized ``state`` if the backbone reads it)."""
         images = inputs["images"]
         queries = self.head.backbone_queries(len(images))
-        if self.backbone.takes_state:
-            return self.backbone(images, inputs["instruction"], queries=queries, state=state)
-        return self.backbone(images, inputs["instruction"], queries=queries)
+        return self.backbone(images, inputs["instruction"], queries=queries, state=state)
 
     @torch.no_grad()
     def predict_action_chunk(

@@ -13,6 +13,7 @@ from helpers import compose_train, configs_dir
 from hydra.errors import ConfigCompositionException
 from hydra.utils import get_class, instantiate
 
+from policies.contract import IncompatibleParts
 from policies.vla_policy import VLAPolicy
 from vla_train.config import ConfigError, validate_config
 from vla_train.optim import ModalityOptimizer
@@ -83,7 +84,7 @@ def test_every_backbone_and_head_instantiate_together(backbone: str, head: str, 
         assert get_class(cfg.backbone._target_) is get_class(twin.backbone._target_)
         return
     if not fits:
-        with pytest.raises(ValueError, match="pi05"):  # and by the policy itself
+        with pytest.raises(IncompatibleParts, match="does not offer"):  # and by the policy itself
             tiny_policy(cfg)
         return
     policy = tiny_policy(cfg)

@@ -503,25 +503,40 @@ def _check_closed(node: DictConfig, path: str) -> None:
 
 
 def _check_backbone_fits_head(backbone_cfg: DictConfig, head_cfg: DictConfig) -> None:
-    """π0.5's VLM and action expert only work together: say so before a 3 B model is downloaded."""
-    import inspect
-
+    """Pair the two classes through their contract before a multi-GB model is downloaded, and name
+    the options that would fit."""
     from hydra.utils import get_class
 
-    backbone, head = get_class(backbone_cfg._target_), get_class(head_cfg._target_)
-    if "backbone_attention" in inspect.signature(head).parameters and not getattr(
-        backbone, "exposes_keys_values", False
-    ):
+    from policies.contract import IncompatibleParts, check_fits
+    from vla_train import options
+
+    backbone = get_class(backbone_cfg._target_)
+    head = get_class(head_cfg._target_)
+    try:
+        check_fits(backbone, head, options.head_options_of(head_cfg))
+    except IncompatibleParts as error:
+        heads, backbones = [], []
+        for name in options.options("head"):
+            node = options.option_node("head", name)
+            if _fits(backbone, get_class(node._target_), options.head_options_of(node)):
+                heads.append(f"head={name}")
+        for name in options.options("backbone"):
+            if _fits(options.option_class("backbone", name), head, options.head_options_of(head_cfg)):
+                backbones.append(f"backbone={name}")
         raise ConfigError(
-            f"head ({head.__name__}) attends jointly with π0.5's VLM layers, which {backbone.__name__} "
-            "does not expose: use backbone=pi05 (or pi05_tiny)"
-        )
-    queries = head_cfg.get("num_queries", 0)
-    if queries and not getattr(backbone, "accepts_queries", True):
-        raise ConfigError(
-            f"head ({head.__name__}) runs {queries} queries through the backbone, which {backbone.__name__} "
-            "does not take: with backbone=pi05 use its action expert, head=pi05 (or pi05_tiny)"
-        )
+            f"backbone and head do not fit: {error}. Heads that fit this backbone: "
+            f"{', '.join(heads) or 'none'}; backbones that fit this head: {', '.join(backbones) or 'none'}"
+        ) from None
+
+
+def _fits(backbone: type, head: type, head_options: dict[str, Any]) -> bool:
+    from policies.contract import IncompatibleParts, check_fits
+
+    try:
+        check_fits(backbone, head, head_options)
+    except IncompatibleParts:
+        return False
+    return True
 
 
 def _one_of(key: str, value: Any, allowed: tuple[Any, ...]) -> None:

@@ -83,10 +83,10 @@ class PI05Backbone(Backbone):
         freeze: ``vision`` and/or ``language`` to keep fixed.
     """
 
-    takes_state = True
+    # the prefix is bidirectional, so appended queries would change it: no ``queries``; the expert
+    # attends jointly with every layer: ``keys_values`` (with ``attention_geometry``)
+    provides = frozenset({"layer_tokens", "keys_values"})
     weight_sources = ("pretrained",)  # only where weights come from: the architecture is in the config
-    accepts_queries = False  # the prefix is bidirectional: appended queries would change it
-    exposes_keys_values = True
 
     def __init__(
         self,

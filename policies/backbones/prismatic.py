@@ -138,7 +138,11 @@ class PrismaticBackbone(Backbone):
         freeze_parts({"vision": [self.dino, self.siglip], "language": [self.language]}, freeze)
 
     def forward(
-        self, images: torch.Tensor, instructions: list[str], queries: torch.Tensor | None = None
+        self,
+        images: torch.Tensor,
+        instructions: list[str],
+        queries: torch.Tensor | None = None,
+        state: torch.Tensor | None = None,  # not part of this backbone's input
     ) -> BackboneOutput:
         batch, cameras = images.shape[:2]
         pixels = images.flatten(0, 1).float()

@@ -144,7 +144,11 @@ class Qwen3VLBackbone(Backbone):
         freeze_parts({"vision": [self.model.visual], "language": [self.model.language_model]}, freeze)
 
     def forward(
-        self, images: torch.Tensor, instructions: list[str], queries: torch.Tensor | None = None
+        self,
+        images: torch.Tensor,
+        instructions: list[str],
+        queries: torch.Tensor | None = None,
+        state: torch.Tensor | None = None,  # not part of this backbone's input
     ) -> BackboneOutput:
         cameras = images.size(1)
         pixel_values, grid = images_to_patches(

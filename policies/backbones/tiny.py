@@ -89,7 +89,11 @@ class TinyBackbone(Backbone):
         self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def forward(
-        self, images: torch.Tensor, instructions: list[str], queries: torch.Tensor | None = None
+        self,
+        images: torch.Tensor,
+        instructions: list[str],
+        queries: torch.Tensor | None = None,
+        state: torch.Tensor | None = None,  # not part of this backbone's input
     ) -> BackboneOutput:
         batch, cameras = images.shape[:2]
         if tuple(images.shape[-2:]) != (self.image_size, self.image_size):

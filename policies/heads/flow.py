@@ -18,17 +18,21 @@ the paper's eq. A2 (``a_t = t·a1 + (1−t)·a0``, ``t = 1`` is data), which is 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from policies.base import ActionHead, BackboneOutput, OptimizerRules
+from policies.contract import BackboneSpec
 from policies.heads.common import masked_mean
 from vla_train.optim import ModalityRule, PerHeadRule
 
 TIME_SAMPLINGS = ("uniform", "beta")
 TIME_FEATURES = 256
+DEFAULT_QUERIES = 16  # VLANeXt's meta queries
 
 
 def timestep_features(
@@ -109,8 +113,7 @@ class FlowMatchingHead(ActionHead):
 
     def __init__(
         self,
-        context_dim: int,
-        context_layers: int,
+        backbone: BackboneSpec,
         action_dim: int,
         state_dim: int,
         chunk_size: int,
@@ -118,11 +121,12 @@ class FlowMatchingHead(ActionHead):
         heads: int = 16,
         mlp_ratio: float = 4.0,
         depth: int | None = None,
-        num_queries: int = 16,
+        num_queries: int = DEFAULT_QUERIES,
         num_inference_steps: int = 10,
         time_sampling: str = "uniform",
     ) -> None:
         super().__init__()
+        context_dim, context_layers = backbone.hidden_size, backbone.num_layers
         depth = context_layers + 1 if depth is None else depth
         if not 1 <= depth <= context_layers + 1:
             raise ValueError(
@@ -150,6 +154,12 @@ class FlowMatchingHead(ActionHead):
         for layer in (self.final_modulation, self.output_proj):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
+
+    @classmethod
+    def requirements(cls, options: Mapping[str, Any]) -> frozenset[str]:
+        """Every layer's hidden states, and the meta queries' unless ``num_queries`` is 0."""
+        queries = options.get("num_queries", DEFAULT_QUERIES)
+        return frozenset({"layer_tokens", "queries"} if queries else {"layer_tokens"})
 
     def backbone_queries(self, batch_size: int) -> torch.Tensor | None:
         if self.meta_queries is None:

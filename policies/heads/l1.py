@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from policies.base import ActionHead, BackboneOutput, OptimizerRules
+from policies.contract import BackboneSpec
 from policies.heads.common import masked_mean
 from policies.heads.vla_adapter_pro import ProActionPolicy
 from policies.vla_adapter_weights import load_vla_adapter_head
@@ -30,6 +31,8 @@ class ActionQueryL1Head(ActionHead):
     Subclasses implement :meth:`regress`, the chunk prediction (``training`` tells the loss from
     inference, for heads whose input differs between them).
     """
+
+    requires = frozenset({"layer_tokens", "queries"})
 
     def __init__(self, num_queries: int, context_dim: int) -> None:
         super().__init__()
@@ -87,7 +90,7 @@ class ProprioProjector(nn.Module):
 class L1RegressionHead(ActionQueryL1Head):
     """VLA-Adapter-Pro: action queries through the backbone + the Pro policy + ``‖f(x, c) − a‖₁``.
 
-    ``context_dim``, ``context_layers``, ``action_dim``, ``state_dim`` and ``chunk_size`` come from the
+    ``backbone`` (its width and depth), ``action_dim``, ``state_dim`` and ``chunk_size`` come from the
     backbone and the environment when the policy is built; the rest is the head's own config.
 
     Args:
@@ -104,8 +107,7 @@ class L1RegressionHead(ActionQueryL1Head):
 
     def __init__(
         self,
-        context_dim: int,
-        context_layers: int,
+        backbone: BackboneSpec,
         action_dim: int,
         state_dim: int,
         chunk_size: int,
@@ -114,12 +116,12 @@ class L1RegressionHead(ActionQueryL1Head):
         input_noise_std: float = 0.02,
         checkpoint: str | None = None,
     ) -> None:
-        super().__init__(num_queries, context_dim)
+        super().__init__(num_queries, backbone.hidden_size)
         if input_noise_std < 0:
             raise ValueError(f"input_noise_std must be >= 0, got {input_noise_std}")
         self.chunk_size, self.input_noise_std = chunk_size, input_noise_std
-        self.proprio_projector = ProprioProjector(state_dim, context_dim)
-        self.model = ProActionPolicy(context_dim, context_layers, action_dim, heads)
+        self.proprio_projector = ProprioProjector(state_dim, backbone.hidden_size)
+        self.model = ProActionPolicy(backbone.hidden_size, backbone.num_layers, action_dim, heads)
         if checkpoint:
             load_vla_adapter_head(self, checkpoint)
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from policies.base import BackboneOutput, OptimizerRules
+from policies.contract import BackboneSpec
 from policies.heads.bridge import BridgeAttentionPolicy
 from policies.heads.l1 import ActionQueryL1Head
 from vla_train.optim import ModalityRule
@@ -22,7 +23,7 @@ from vla_train.optim import ModalityRule
 class BridgeL1RegressionHead(ActionQueryL1Head):
     """Action queries through the backbone + bridge attention + ``‖f(x, c) − a‖₁``.
 
-    ``context_dim``, ``context_layers``, ``action_dim``, ``state_dim`` and ``chunk_size`` come from the
+    ``backbone`` (its width and depth), ``action_dim``, ``state_dim`` and ``chunk_size`` come from the
     backbone and the environment when the policy is built; the rest is the head's own config.
 
     Args:
@@ -32,20 +33,20 @@ class BridgeL1RegressionHead(ActionQueryL1Head):
 
     def __init__(
         self,
-        context_dim: int,
-        context_layers: int,
+        backbone: BackboneSpec,
         action_dim: int,
         state_dim: int,
         chunk_size: int,
         num_queries: int = 64,
         heads: int = 8,
     ) -> None:
+        context_dim = backbone.hidden_size
         super().__init__(num_queries, context_dim)
         self.chunk_embedding = nn.Parameter(torch.randn(chunk_size, context_dim) * 0.02)
         self.proprio_proj = nn.Sequential(
             nn.Linear(state_dim, context_dim), nn.GELU(), nn.Linear(context_dim, context_dim)
         )
-        self.policy = BridgeAttentionPolicy(context_dim, context_layers, heads)
+        self.policy = BridgeAttentionPolicy(context_dim, backbone.num_layers, heads)
         self.output_proj = nn.Linear(context_dim, action_dim)
 
     def regress(

@@ -31,8 +31,9 @@ from transformers.models.gemma.modeling_gemma import (
 )
 
 from policies.base import ActionHead, BackboneOutput, OptimizerRules, decoder_per_head_rules, default_dtype
+from policies.contract import BackboneSpec
 from policies.heads.common import masked_mean
-from policies.joint_attention import AttentionGeometry, attend, project_heads
+from policies.joint_attention import attend, project_heads
 from policies.pi05_weights import expert_checkpoint_names, load_mapped_weights
 from vla_train.optim import ModalityRule
 
@@ -101,8 +102,8 @@ class PI05ActionExpert(ActionHead):
     """π0.5's flow-matching action expert (see the module docstring).
 
     Args:
-        context_dim, action_dim, state_dim, chunk_size: given by the policy.
-        backbone_attention: the VLM's depth and attention shape (the expert must match them).
+        backbone: the VLM's spec; the expert copies its depth and attention shape (``attention``).
+        action_dim, state_dim, chunk_size: given by the policy.
         width, mlp_dim: the expert's residual and MLP widths (Gemma-300M: 1024, 4096).
         max_action_dim: actions are zero-padded to this size (π0.5: 32), as its projections expect.
         num_inference_steps: Euler steps from noise to actions.
@@ -114,14 +115,14 @@ class PI05ActionExpert(ActionHead):
 
     normalization = "quantile"
     weight_sources = ("pretrained",)  # only where weights come from: the architecture is in the config
+    requires = frozenset({"keys_values"})
 
     def __init__(
         self,
-        context_dim: int,
+        backbone: BackboneSpec,
         action_dim: int,
         state_dim: int,
         chunk_size: int,
-        backbone_attention: AttentionGeometry,
         width: int = 1024,
         mlp_dim: int = 4096,
         max_action_dim: int = 32,
@@ -133,6 +134,9 @@ class PI05ActionExpert(ActionHead):
         dtype: str = "float32",
     ) -> None:
         super().__init__()
+        backbone_attention = backbone.attention
+        if backbone_attention is None:
+            raise ValueError("the π0.5 expert attends with its VLM's layers: the backbone has no attention")
         if action_dim > max_action_dim:
             raise ValueError(f"action_dim={action_dim} exceeds the expert's max_action_dim={max_action_dim}")
         if width % 2:

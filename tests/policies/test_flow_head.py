@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from policies.base import BackboneOutput
+from policies.contract import BackboneSpec
 from policies.heads.flow import FlowMatchingHead
 
 BATCH, CONTEXT, QUERIES, WIDTH, LAYERS = 2, 6, 3, 16, 3
@@ -20,7 +21,7 @@ def features() -> BackboneOutput:
 
 def head(**overrides) -> FlowMatchingHead:
     settings = dict(width=32, heads=4, num_queries=QUERIES) | overrides
-    return FlowMatchingHead(WIDTH, LAYERS, action_dim=7, state_dim=5, chunk_size=4, **settings)
+    return FlowMatchingHead(BackboneSpec(WIDTH, LAYERS), action_dim=7, state_dim=5, chunk_size=4, **settings)
 
 
 def randomize(module: torch.nn.Module) -> torch.nn.Module:

@@ -11,6 +11,7 @@ import torch
 from helpers import compose_train
 from hydra.utils import instantiate
 
+from policies.contract import BackboneSpec
 from policies.heads.bridge import BridgeAttentionBlock
 from policies.heads.l1_bridge import BridgeL1RegressionHead
 from policies.vla_policy import VLAPolicy
@@ -102,7 +103,7 @@ def test_gate_starts_closed_and_learns() -> None:
 def test_full_scale_bridge_policy_is_the_original_vla_adapters_97m() -> None:
     with torch.device("meta"):
         head = BridgeL1RegressionHead(
-            context_dim=896, context_layers=24, action_dim=7, state_dim=8, chunk_size=8
+            backbone=BackboneSpec(896, 24), action_dim=7, state_dim=8, chunk_size=8
         )
     bridge = sum(p.numel() for p in head.policy.parameters())
     assert bridge == pytest.approx(97e6, rel=0.02)  # VLA-Adapter's "Policy" size

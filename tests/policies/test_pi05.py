@@ -18,6 +18,7 @@ from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration
 from transformers.models.gemma.modeling_gemma import apply_rotary_pos_emb
 
 from policies.backbones.pi05 import PI05Backbone, discretize_state, state_prompt
+from policies.contract import IncompatibleParts
 from policies.heads.pi05 import PI05ActionExpert
 from policies.vla_policy import Normalizer, VLAPolicy
 
@@ -28,11 +29,7 @@ def tiny_parts(tmp_path: Path, **backbone_overrides) -> tuple[PI05Backbone, PI05
     cfg = compose_train(["backbone=pi05_tiny", "head=pi05_tiny", "env=droid"], tmp_path)
     backbone = instantiate(cfg.backbone, **backbone_overrides)
     head = instantiate(cfg.head)(
-        context_dim=backbone.hidden_size,
-        action_dim=ACTION_DIM,
-        state_dim=8,
-        chunk_size=CHUNK,
-        backbone_attention=backbone.attention_geometry,
+        backbone=backbone.spec, action_dim=ACTION_DIM, state_dim=8, chunk_size=CHUNK
     )
     return backbone, head
 
@@ -221,8 +218,7 @@ def test_published_weight_layout_loads_into_our_modules(tmp_path: Path, prefix: 
     loaded_backbone, _ = tiny_parts(tmp_path, pretrained=str(tmp_path))  # a directory holding the file
     cfg = compose_train(["backbone=pi05_tiny", "head=pi05_tiny"], tmp_path)
     loaded_head = instantiate(cfg.head, pretrained=str(file))(
-        context_dim=64, action_dim=ACTION_DIM, state_dim=8, chunk_size=CHUNK,
-        backbone_attention=loaded_backbone.attention_geometry,
+        backbone=loaded_backbone.spec, action_dim=ACTION_DIM, state_dim=8, chunk_size=CHUNK,
     )  # fmt: skip
     vlm = "paligemma_with_expert.paligemma."
     assert torch.equal(
@@ -265,8 +261,7 @@ def test_a_checkpoint_without_the_adaptive_norms_is_refused(tmp_path: Path) -> N
     cfg = compose_train(["backbone=pi05_tiny", "head=pi05_tiny"], tmp_path)
     with pytest.raises(KeyError, match=r"norm\.dense\.weight"):
         instantiate(cfg.head, pretrained=str(file))(
-            context_dim=64, action_dim=ACTION_DIM, state_dim=8, chunk_size=CHUNK,
-            backbone_attention=backbone.attention_geometry,
+            backbone=backbone.spec, action_dim=ACTION_DIM, state_dim=8, chunk_size=CHUNK,
         )  # fmt: skip
     with pytest.raises(InstantiationException, match="no such file or directory, and not a hub id"):
         tiny_parts(tmp_path, pretrained=str(tmp_path / "nowhere"))
@@ -301,10 +296,10 @@ def test_modalities_follow_the_paper(tmp_path: Path) -> None:
 
 def test_heads_that_do_not_fit_pi05_are_refused_when_built(tmp_path: Path) -> None:
     cfg = compose_train(["backbone=pi05_tiny", "head=l1", "env=droid"], tmp_path)
-    with pytest.raises(ValueError, match="head=pi05"):
+    with pytest.raises(IncompatibleParts, match=r"L1RegressionHead needs .*queries"):
         VLAPolicy(instantiate(cfg.backbone), instantiate(cfg.head), 8, 8, 16, 8)
     cfg = compose_train(["backbone=tiny", "head=pi05_tiny", "env=droid"], tmp_path)
-    with pytest.raises(ValueError, match="backbone=pi05"):
+    with pytest.raises(IncompatibleParts, match=r"PI05ActionExpert needs .*keys_values"):
         VLAPolicy(instantiate(cfg.backbone), instantiate(cfg.head), 8, 8, 16, 8)
 
 
@@ -402,7 +397,7 @@ def test_full_size_modules_map_onto_every_published_tensor() -> None:
     assert len(published) == 812
     with torch.device("meta"):
         backbone = PI05Backbone(pretrained=None, config=PALIGEMMA_3B, tokenizer=None)
-        head = PI05ActionExpert(1, 8, 8, 16, backbone.attention_geometry, **GEMMA_300M_EXPERT)
+        head = PI05ActionExpert(backbone.spec, 8, 8, 16, **GEMMA_300M_EXPERT)
     mapped = {}
     for module, names in ((backbone, backbone_checkpoint_names), (head, expert_checkpoint_names)):
         for name, tensor in module.state_dict().items():

@@ -17,6 +17,7 @@ from helpers import compose_train
 from hydra.utils import instantiate
 from safetensors.torch import save_file
 
+from policies.contract import BackboneSpec
 from policies.heads.l1 import L1RegressionHead
 from policies.heads.vla_adapter_pro import ProBridgeBlock
 from policies.vla_adapter_weights import head_checkpoint_name
@@ -69,7 +70,7 @@ def official_layout(width: int, layers: int, action_dim: int, state_dim: int, qu
 
 def test_full_size_head_is_the_official_layout_tensor_for_tensor() -> None:
     with torch.device("meta"):
-        head = L1RegressionHead(context_dim=896, context_layers=24, action_dim=7, state_dim=8, chunk_size=8)
+        head = L1RegressionHead(backbone=BackboneSpec(896, 24), action_dim=7, state_dim=8, chunk_size=8)
     official = official_layout(896, 24, 7, 8, 64)
     ours = {head_checkpoint_name(name): tuple(t.shape) for name, t in head.state_dict().items()}
     assert set(ours) == set(official)  # one to one: nothing missing, nothing extra
@@ -190,8 +191,7 @@ def test_a_released_checkpoint_loads_strictly_into_head_l1(tmp_path: Path) -> No
     tensors = write_official_checkpoint(tmp_path / "ckpt", official_layout(**dims))
     build = functools.partial(
         L1RegressionHead,
-        context_dim=16,
-        context_layers=2,
+        backbone=BackboneSpec(16, 2),
         action_dim=3,
         state_dim=4,
         chunk_size=2,
