@@ -102,9 +102,7 @@ def test_gate_starts_closed_and_learns() -> None:
 
 def test_full_scale_bridge_policy_is_the_original_vla_adapters_97m() -> None:
     with torch.device("meta"):
-        head = BridgeL1RegressionHead(
-            backbone=BackboneSpec(896, 24), action_dim=7, state_dim=8, chunk_size=8
-        )
+        head = BridgeL1RegressionHead(backbone=BackboneSpec(896, 24), action_dim=7, state_dim=8, chunk_size=8)
     bridge = sum(p.numel() for p in head.policy.parameters())
     assert bridge == pytest.approx(97e6, rel=0.02)  # VLA-Adapter's "Policy" size
     by_name = head.optimizer_rules().assign(head.named_parameters(), per_head_modalities=["action"])

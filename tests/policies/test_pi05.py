@@ -28,9 +28,7 @@ ACTION_DIM, CHUNK = 8, 5
 def tiny_parts(tmp_path: Path, **backbone_overrides) -> tuple[PI05Backbone, PI05ActionExpert]:
     cfg = compose_train(["backbone=pi05_tiny", "head=pi05_tiny", "env=droid"], tmp_path)
     backbone = instantiate(cfg.backbone, **backbone_overrides)
-    head = instantiate(cfg.head)(
-        backbone=backbone.spec, action_dim=ACTION_DIM, state_dim=8, chunk_size=CHUNK
-    )
+    head = instantiate(cfg.head)(backbone=backbone.spec, action_dim=ACTION_DIM, state_dim=8, chunk_size=CHUNK)
     return backbone, head
 
 
