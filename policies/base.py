@@ -211,6 +211,10 @@ class Backbone(nn.Module):
         raise NotImplementedError
 
 
+#: what the policy passes every head's constructor; the rest of its parameters are the head's config
+POLICY_SUPPLIED = ("backbone", "action_dim", "state_dim", "chunk_size")
+
+
 class ActionHead(nn.Module):
     """Backbone features + state → action chunk. Works in normalized action space.
 

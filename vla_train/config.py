@@ -9,7 +9,9 @@ model is built — with a message naming the key. Range checks that types cannot
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
+import pkgutil
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,133 +25,6 @@ from vla_train.optim.spectral import LR_SCALE_RULES
 
 class ConfigError(ValueError):
     """A config value is out of range; the message names the key, the value and what is allowed."""
-
-
-# --------------------------------------------------------------------------------------------- model
-@dataclass
-class TinyBackboneConfig:
-    _target_: str = "policies.backbones.tiny.TinyBackbone"
-    image_size: int = 64
-    patch_size: int = 8
-    vision_width: int = 64
-    vision_depth: int = 2
-    vision_heads: int = 2
-    language_width: int = 64
-    language_layers: int = 2
-    language_heads: int = 4
-    language_kv_heads: int = 2
-    max_instruction_tokens: int = 64
-
-
-@dataclass
-class Qwen3VLBackboneConfig:
-    """Qwen3-VL by hub id / local path, or from ``config`` with random weights (tiny)."""
-
-    _target_: str = "policies.backbones.qwen3_vl.Qwen3VLBackbone"
-    pretrained: str | None = "Qwen/Qwen3-VL-2B-Instruct"
-    config: Any = None
-    image_size: int = 224
-    dtype: str = "float32"
-    attn_implementation: str = "sdpa"
-    gradient_checkpointing: bool = False
-    freeze: list[str] = field(default_factory=list)
-    max_instruction_tokens: int = 64
-
-
-@dataclass
-class PrismaticBackboneConfig:
-    """Prismatic dinosiglip + Qwen2.5 (VLA-Adapter); tiny variants set the overrides and a config."""
-
-    _target_: str = "policies.backbones.prismatic.PrismaticBackbone"
-    dino_model: str = "vit_large_patch14_reg4_dinov2.lvd142m"
-    siglip_model: str = "vit_so400m_patch14_siglip_224"
-    language_model: str | None = "Qwen/Qwen2.5-0.5B"
-    checkpoint: str | None = None
-    image_size: int = 224
-    pretrained_vision: bool = True
-    vision_overrides: Any = None
-    language_config: Any = None
-    dtype: str = "float32"
-    attn_implementation: str = "sdpa"
-    gradient_checkpointing: bool = False
-    freeze: list[str] = field(default_factory=list)
-    max_instruction_tokens: int = 64
-
-
-@dataclass
-class PI05BackboneConfig:
-    """π0.5's PaliGemma from ``lerobot/pi05_base`` (or a local copy); tiny variants set ``config``."""
-
-    _target_: str = "policies.backbones.pi05.PI05Backbone"
-    pretrained: str | None = "lerobot/pi05_base"
-    config: Any = None
-    tokenizer: str | None = "google/paligemma-3b-pt-224"
-    image_size: int = 224
-    dtype: str = "float32"
-    max_token_len: int = 200
-    discrete_state: bool = True
-    gradient_checkpointing: bool = False
-    freeze: list[str] = field(default_factory=list)
-
-
-@dataclass
-class HeadConfig:
-    """Shared by all heads; built with ``_partial_`` because widths come from backbone and env."""
-
-    _target_: str = MISSING
-    _partial_: bool = True
-
-
-@dataclass
-class L1HeadConfig(HeadConfig):
-    """VLA-Adapter-Pro's head (the official runs'): the backbone's width, one Pro block per LM layer."""
-
-    _target_: str = "policies.heads.l1.L1RegressionHead"
-    num_queries: int = 64
-    heads: int = 8
-    input_noise_std: float = 0.02
-    checkpoint: str | None = (
-        None  # a VLA-Adapter(-Pro) checkpoint directory: head, proprio projector, queries
-    )
-
-
-@dataclass
-class L1BridgeHeadConfig(HeadConfig):
-    """VLA-Adapter's original head: one shared-K/V bridge block per LM layer."""
-
-    _target_: str = "policies.heads.l1_bridge.BridgeL1RegressionHead"
-    num_queries: int = 64
-    heads: int = 8
-
-
-@dataclass
-class FlowHeadConfig(HeadConfig):
-    """VLANeXt's head: a DiT reading one backbone layer per block (``depth: null`` = all of them)."""
-
-    _target_: str = "policies.heads.flow.FlowMatchingHead"
-    width: int = 1024
-    heads: int = 16
-    mlp_ratio: float = 4.0
-    depth: int | None = None
-    num_queries: int = 16
-    num_inference_steps: int = 10
-    time_sampling: str = "uniform"
-
-
-@dataclass
-class PI05HeadConfig(HeadConfig):
-    """π0.5's action expert; its weights come from the backbone's checkpoint unless set otherwise."""
-
-    _target_: str = "policies.heads.pi05.PI05ActionExpert"
-    width: int = 1024
-    mlp_dim: int = 4096
-    max_action_dim: int = 32
-    num_inference_steps: int = 10
-    time_beta_alpha: float = 1.5
-    min_period: float = 4e-3
-    max_period: float = 4.0
-    pretrained: str | None = "${oc.select:backbone.pretrained,null}"
-    dtype: str = "float32"  # as every head: the backbone may be bf16, the trained-from-scratch part is not
 
 
 # ----------------------------------------------------------------------------------------- optimizer
@@ -348,6 +223,10 @@ class TrainConfig:
     evaluate: bool = True
 
 
+#: packages whose modules register the schemas of the parts they define (vla_train.schemas)
+PART_PACKAGES = ("policies.backbones", "policies.heads")
+
+
 def suite_steps(suite: str, object_steps: int, other_steps: int) -> int:
     """``${suite_steps:<suite>,<object>,<others>}``: Table A1 gives LIBERO-Object fewer steps."""
     return int(object_steps if suite == "libero_object" else other_steps)
@@ -362,16 +241,11 @@ def register_configs() -> None:
 
         OmegaConf.register_new_resolver("droid_state_dim", spaces.state_dim)
         OmegaConf.register_new_resolver("droid_action_dim", spaces.action_dim)
+    for package in PART_PACKAGES:  # each part registers its schema from its own module
+        for module in pkgutil.iter_modules(importlib.import_module(package).__path__):
+            importlib.import_module(f"{package}.{module.name}")
     store = ConfigStore.instance()
     store.store(name="train_schema", node=TrainConfig)
-    store.store(group="backbone", name="tiny_schema", node=TinyBackboneConfig)
-    store.store(group="backbone", name="qwen3_vl_schema", node=Qwen3VLBackboneConfig)
-    store.store(group="backbone", name="prismatic_schema", node=PrismaticBackboneConfig)
-    store.store(group="backbone", name="pi05_schema", node=PI05BackboneConfig)
-    store.store(group="head", name="l1_schema", node=L1HeadConfig)
-    store.store(group="head", name="l1_bridge_schema", node=L1BridgeHeadConfig)
-    store.store(group="head", name="flow_schema", node=FlowHeadConfig)
-    store.store(group="head", name="pi05_schema", node=PI05HeadConfig)
     store.store(group="optimizer", name="optimizer_schema", node=OptimizerConfig)
     store.store(group="env", name="env_schema", node=EnvConfig)
     store.store(group="env", name="droid_schema", node=DroidEnvConfig)

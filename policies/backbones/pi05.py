@@ -45,6 +45,7 @@ from policies.base import (
 from policies.joint_attention import AttentionGeometry, attend, project_heads
 from policies.pi05_weights import backbone_checkpoint_names, load_mapped_weights
 from vla_train.optim import ModalityRule, PerHeadRule
+from vla_train.schemas import register_schema
 
 STATE_BINS = 256
 
@@ -244,3 +245,6 @@ def prefix_layer(
     x = x + layer.self_attn.o_proj(attend(queries, keys, values, allowed))
     x = x + layer.mlp(layer.post_attention_layernorm(x))
     return x, keys, values
+
+
+register_schema("backbone", "pi05_schema", PI05Backbone)

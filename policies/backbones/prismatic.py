@@ -37,6 +37,7 @@ from policies.base import (
     with_queries,
 )
 from vla_train.optim import ModalityRule
+from vla_train.schemas import register_schema
 
 TOWER_NORMALIZATION = {
     "dino": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
@@ -271,3 +272,6 @@ def map_prismatic_state_dict(
             continue
         mapped[f"{tower}.{rest}"] = tensor
     return mapped
+
+
+register_schema("backbone", "prismatic_schema", PrismaticBackbone)

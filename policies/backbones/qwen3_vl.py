@@ -36,6 +36,7 @@ from policies.base import (
     vit_per_head_rules,
 )
 from vla_train.optim import ModalityRule
+from vla_train.schemas import register_schema
 
 IMAGE_MEAN = 0.5
 IMAGE_STD = 0.5
@@ -236,3 +237,6 @@ class _ByteTokenizer:
 
     def __call__(self, texts: list[str], **kwargs: Any) -> dict[str, list[list[int]]]:
         return self._bytes(texts, **kwargs)
+
+
+register_schema("backbone", "qwen3_vl_schema", Qwen3VLBackbone)

@@ -23,6 +23,7 @@ from policies.base import (
     with_queries,
 )
 from vla_train.optim import ModalityRule
+from vla_train.schemas import register_schema
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -139,3 +140,6 @@ class TinyBackbone(Backbone):
             per_head_rules=vit_per_head_rules(r"vision\.blocks", self._vision_head_dim)
             + decoder_per_head_rules(r"language\.layers", self._language_head_dim),
         )
+
+
+register_schema("backbone", "tiny_schema", TinyBackbone)

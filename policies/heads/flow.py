@@ -25,10 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from policies.base import ActionHead, BackboneOutput, OptimizerRules
+from policies.base import POLICY_SUPPLIED, ActionHead, BackboneOutput, OptimizerRules
 from policies.contract import BackboneSpec
 from policies.heads.common import masked_mean
 from vla_train.optim import ModalityRule, PerHeadRule
+from vla_train.schemas import register_schema
 
 TIME_SAMPLINGS = ("uniform", "beta")
 TIME_FEATURES = 256
@@ -251,3 +252,6 @@ class FlowMatchingHead(ActionHead):
                 PerHeadRule(r"^blocks\.\d+\.o_proj\.weight$", self.head_dim, 1),
             ],
         )
+
+
+register_schema("head", "flow_schema", FlowMatchingHead, partial=True, supplied=POLICY_SUPPLIED)

@@ -17,12 +17,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from policies.base import ActionHead, BackboneOutput, OptimizerRules
+from policies.base import POLICY_SUPPLIED, ActionHead, BackboneOutput, OptimizerRules
 from policies.contract import BackboneSpec
 from policies.heads.common import masked_mean
 from policies.heads.vla_adapter_pro import ProActionPolicy
 from policies.vla_adapter_weights import load_vla_adapter_head
 from vla_train.optim import ModalityRule
+from vla_train.schemas import register_schema
 
 
 class ActionQueryL1Head(ActionHead):
@@ -149,3 +150,6 @@ class L1RegressionHead(ActionQueryL1Head):
             adamw_patterns=[r"^action_queries$"],
         )
         return self.model.optimizer_rules().prefixed("model") + own
+
+
+register_schema("head", "l1_schema", L1RegressionHead, partial=True, supplied=POLICY_SUPPLIED)

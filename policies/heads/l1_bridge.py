@@ -13,11 +13,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from policies.base import BackboneOutput, OptimizerRules
+from policies.base import POLICY_SUPPLIED, BackboneOutput, OptimizerRules
 from policies.contract import BackboneSpec
 from policies.heads.bridge import BridgeAttentionPolicy
 from policies.heads.l1 import ActionQueryL1Head
 from vla_train.optim import ModalityRule
+from vla_train.schemas import register_schema
 
 
 class BridgeL1RegressionHead(ActionQueryL1Head):
@@ -70,3 +71,6 @@ class BridgeL1RegressionHead(ActionQueryL1Head):
             adamw_patterns=[r"^action_queries$", r"^chunk_embedding$", r"^output_proj\."],
         )
         return self.policy.optimizer_rules().prefixed("policy") + own
+
+
+register_schema("head", "l1_bridge_schema", BridgeL1RegressionHead, partial=True, supplied=POLICY_SUPPLIED)

@@ -30,12 +30,20 @@ from transformers.models.gemma.modeling_gemma import (
     apply_rotary_pos_emb,
 )
 
-from policies.base import ActionHead, BackboneOutput, OptimizerRules, decoder_per_head_rules, default_dtype
+from policies.base import (
+    POLICY_SUPPLIED,
+    ActionHead,
+    BackboneOutput,
+    OptimizerRules,
+    decoder_per_head_rules,
+    default_dtype,
+)
 from policies.contract import BackboneSpec
 from policies.heads.common import masked_mean
 from policies.joint_attention import attend, project_heads
 from policies.pi05_weights import expert_checkpoint_names, load_mapped_weights
 from vla_train.optim import ModalityRule
+from vla_train.schemas import register_schema
 
 
 class AdaRMSNorm(nn.Module):
@@ -243,3 +251,6 @@ class PI05ActionExpert(ActionHead):
             adamw_patterns=[r"^action_out_proj\."],
             per_head_rules=decoder_per_head_rules(r"expert\.layers", self.head_dim),
         )
+
+
+register_schema("head", "pi05_schema", PI05ActionExpert, partial=True, supplied=POLICY_SUPPLIED)
