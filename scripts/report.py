@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from envs.droid.trials import ROBOT_GROUP  # noqa: E402
 from envs.libero.plus import CATEGORY_COLUMNS, table1_row  # noqa: E402
-from vla_train.config import OptimizerConfig  # noqa: E402
+from vla_train.optim.schema import OptimizerConfig  # noqa: E402
 from vla_train.rollout import ResultsFile, summarize  # noqa: E402
 
 MODALITIES = ("vision", "language", "action")

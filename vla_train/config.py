@@ -1,213 +1,39 @@
-"""Dataclass schemas for every config group, registered in Hydra's ConfigStore.
+"""The composition root: the top-level train schema, the discovery of every part's schema, and the
+checks that no single schema can express.
 
-Each YAML option under ``configs/`` starts from one of these schemas (``defaults: [<schema>, _self_]``),
-so a misspelled key or a value of the wrong type fails when Hydra composes the config — before any
-model is built — with a message naming the key. Range checks that types cannot express (``kp`` in
-[0, ns_steps], a known ``tau``) run in :func:`validate_config`, also before anything is built.
+Each part declares its schema beside its class and registers it from its own module — backbones and
+heads from their constructors (:mod:`vla_train.schemas`), environments in ``envs/<env>/schema.py``,
+the optimizer, trainer and logger in ``vla_train/optim/schema.py`` and ``vla_train/trainer/schema.py``.
+Each YAML option under ``configs/`` starts from one (``defaults: [<schema>, _self_]``), so a misspelled
+key or a value of the wrong type fails when Hydra composes the config — before any model is built —
+naming the key. Range checks that types cannot express (``kp`` in [0, ns_steps], a known ``tau``) and
+checks across groups (the backbone fits the head) run in :func:`validate_config`, also before
+anything is built.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import math
 import pkgutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from envs.schema import EnvConfig
 from vla_train.optim.assignment import ALGORITHMS, MODALITIES
 from vla_train.optim.newton_schulz import LPMUON_TAUS
+from vla_train.optim.schema import OptimizerConfig
 from vla_train.optim.spectral import LR_SCALE_RULES
+from vla_train.trainer.schema import LoggerConfig, TrainerConfig
 
 
 class ConfigError(ValueError):
     """A config value is out of range; the message names the key, the value and what is allowed."""
-
-
-# ----------------------------------------------------------------------------------------- optimizer
-@dataclass
-class OptimizerConfig:
-    """Modality-wise optimizer (Table A1 / A6); every field is a plain command-line override."""
-
-    _target_: str = "vla_train.optim.build_modality_optimizer"
-    _partial_: bool = True
-    vision: str = "muon"
-    language: str = "muon"
-    action: str = "pion"
-    other: str = "muon"  # connectors: projectors, meta queries, state projectors (the official "O")
-    lr: float = 1e-4
-    aux_lr_ratio: float = 1.0  # lr × this for embeddings, output layers, norms, biases (VLANeXt: 0.1)
-    weight_decay: float = 1e-2
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    adamw_eps: float = 1e-8
-    momentum: float = 0.95
-    nesterov: bool = True
-    lr_scale: str = "moonlight"
-    lr_scale_factor: float | None = None  # null: the rule's own (moonlight 0.2); π0.5's official run 2.0
-    ns_steps: int = 5
-    kp: int = 0
-    rank: int = 16
-    drop_null_directions: bool = True  # LRMuon: Alg. 1's k_eff; false = the official code's min(k, m, n)
-    tau: float = 0.5
-    compute_dtype: str = "auto"
-    per_head_modalities: list[str] = field(default_factory=list)
-    exclude_embeddings_and_outputs: bool = True
-
-
-# ------------------------------------------------------------------------------------- env and data
-@dataclass
-class DatasetConfig:
-    """A LeRobot dataset by hub id, or a local root (``root``); ``generate`` writes it when missing."""
-
-    repo_id: str = MISSING
-    root: str | None = None
-    episodes: list[int] | None = None
-    generate: bool = False
-    num_demos: int = 50
-    video: bool = False
-    cache_in_memory: bool = False
-
-
-@dataclass
-class EvalConfig:
-    """The rollout protocol; environments with fixed task suites (LIBERO) add their own fields."""
-
-    episodes: int = 10
-    max_steps: int = 200
-    videos: int = 2
-    seed: int = 1000
-    num_workers: int = 1  # env worker processes; the policy runs once per step on all of them
-    tasks: list[int] | None = None  # benchmarks with task suites: a subset of task indices
-
-
-@dataclass
-class EnvConfig:
-    """One environment: its data, its observation/action layout and its rollout protocol."""
-
-    name: str = MISSING
-    adapter: str = MISSING  # class path of the envs.base.EnvAdapter: data, transforms, simulator
-    instruction: str | None = None
-    cameras: list[str] = field(default_factory=list)
-    image_size: int = 64
-    state_dim: int = MISSING
-    action_dim: int = MISSING
-    chunk_size: int = 8
-    n_action_steps: int = 8
-    fps: int = 20
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    simulator: Any = None  # each environment's schema types it (RobosuiteEnvConfig, LiberoEnvConfig, …)
-    augmentation: Any = None  # training-time image augmentation (a _target_ node), e.g. env=droid's
-
-
-@dataclass
-class RobosuiteSimulatorConfig:
-    """robosuite: the task and robot, and how the scripted expert records demonstrations."""
-
-    task: str = "Lift"
-    robot: str = "Panda"
-    controller: str = "OSC_POSE"
-    expert_noise: float = 0.1
-    reflections: bool = False
-    max_demo_steps: int = 150
-    steps_after_success: int = 10
-
-
-@dataclass
-class RobosuiteEnvConfig(EnvConfig):
-    simulator: RobosuiteSimulatorConfig = field(default_factory=RobosuiteSimulatorConfig)
-
-
-@dataclass
-class LiberoSimulatorConfig:
-    """LIBERO: the suite, the rendering and reset protocol, and where its assets and config live."""
-
-    suite: str = MISSING
-    camera_size: int = 256
-    num_steps_wait: int = 10
-    hard_reset: bool = True
-    control_fps: int = 20
-    assets_dir: str | None = None
-    config_dir: str | None = None
-
-
-@dataclass
-class LiberoEnvConfig(EnvConfig):
-    simulator: LiberoSimulatorConfig = field(default_factory=LiberoSimulatorConfig)
-
-
-@dataclass
-class LiberoPlusSelection:
-    """Which LIBERO-Plus tasks to evaluate (``envs.libero.plus``)."""
-
-    task_list: str | None = None
-    suites: list[str] | None = None
-    categories: list[str] | None = None
-    per_category: int | None = None
-
-
-@dataclass
-class LiberoPlusSimulatorConfig(LiberoSimulatorConfig):
-    plus: LiberoPlusSelection = field(default_factory=LiberoPlusSelection)
-
-
-@dataclass
-class LiberoPlusEnvConfig(LiberoEnvConfig):
-    simulator: LiberoPlusSimulatorConfig = field(default_factory=LiberoPlusSimulatorConfig)
-
-
-@dataclass
-class NoSimulatorConfig:
-    """A real robot: nothing to simulate (evaluated by serving the policy)."""
-
-
-@dataclass
-class DroidEnvConfig(EnvConfig):
-    """DROID: which recorded state and action the dataset holds (``envs.droid.spaces``)."""
-
-    state_space: str = "joint"
-    action_space: str = "joint_velocity"
-    simulator: NoSimulatorConfig = field(default_factory=NoSimulatorConfig)
-
-
-# ------------------------------------------------------------------------------------------ trainer
-@dataclass
-class TrainerConfig:
-    steps: int = 1500
-    batch_size: int = 64
-    gradient_accumulation_steps: int = 1
-    num_workers: int = 4
-    warmup_steps: int = 0
-    schedule: str = "constant"  # constant | cosine | multistep
-    decay_steps: int | None = None  # cosine: the decay horizon (null: trainer.steps; openpi's π0.5 30k)
-    milestones: list[int] = field(default_factory=list)
-    gamma: float = 0.1
-    min_lr_ratio: float = 0.0
-    max_grad_norm: float | None = 1.0
-    mixed_precision: str = "auto"  # auto (bf16 on GPU, no on CPU) | no | bf16 | fp16
-    weight_dtype: str = "float32"  # bfloat16: the official runs' bf16 weights and states (README: Devices)
-    cpu: bool = False
-    log_every: int = 10
-    diagnostics_every: int = 500
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 2
-    eval_every: int = 0
-    resume: Any = False  # false | true (latest in the run dir) | a checkpoint or run path
-    max_nonfinite_steps: int = 10
-    stop_at_step: int | None = None  # checkpoint and stop here (e.g. a time-limited job); resume later
-    seed: int = 0
-
-
-@dataclass
-class LoggerConfig:
-    mode: str = "offline"  # offline | online | disabled
-    project: str = "vla-train"
-    entity: str | None = None
-    name: str | None = None
-    tags: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -225,35 +51,21 @@ class TrainConfig:
 
 #: packages whose modules register the schemas of the parts they define (vla_train.schemas)
 PART_PACKAGES = ("policies.backbones", "policies.heads")
-
-
-def suite_steps(suite: str, object_steps: int, other_steps: int) -> int:
-    """``${suite_steps:<suite>,<object>,<others>}``: Table A1 gives LIBERO-Object fewer steps."""
-    return int(object_steps if suite == "libero_object" else other_steps)
+#: each environment package registers its schema (and its presets' resolvers) in ``<env>/schema.py``
+ENV_PACKAGE = "envs"
 
 
 def register_configs() -> None:
     """Make the schemas (and the presets' resolvers) available to the YAML files (idempotent)."""
-    if not OmegaConf.has_resolver("suite_steps"):
-        OmegaConf.register_new_resolver("suite_steps", suite_steps)
-    if not OmegaConf.has_resolver("droid_state_dim"):
-        from envs.droid import spaces
-
-        OmegaConf.register_new_resolver("droid_state_dim", spaces.state_dim)
-        OmegaConf.register_new_resolver("droid_action_dim", spaces.action_dim)
     for package in PART_PACKAGES:  # each part registers its schema from its own module
         for module in pkgutil.iter_modules(importlib.import_module(package).__path__):
             importlib.import_module(f"{package}.{module.name}")
+    importlib.import_module(f"{ENV_PACKAGE}.schema")
+    for module in pkgutil.iter_modules(importlib.import_module(ENV_PACKAGE).__path__):
+        if module.ispkg and importlib.util.find_spec(f"{ENV_PACKAGE}.{module.name}.schema"):
+            importlib.import_module(f"{ENV_PACKAGE}.{module.name}.schema")
     store = ConfigStore.instance()
     store.store(name="train_schema", node=TrainConfig)
-    store.store(group="optimizer", name="optimizer_schema", node=OptimizerConfig)
-    store.store(group="env", name="env_schema", node=EnvConfig)
-    store.store(group="env", name="droid_schema", node=DroidEnvConfig)
-    store.store(group="env", name="robosuite_schema", node=RobosuiteEnvConfig)
-    store.store(group="env", name="libero_schema", node=LiberoEnvConfig)
-    store.store(group="env", name="libero_plus_schema", node=LiberoPlusEnvConfig)
-    store.store(group="trainer", name="trainer_schema", node=TrainerConfig)
-    store.store(group="logger", name="logger_schema", node=LoggerConfig)
 
 
 _ABSENT = object()
