@@ -184,6 +184,13 @@ class Backbone(nn.Module):
     num_layers: int
     attention_geometry: AttentionGeometry | None = None
 
+    @classmethod
+    def random_init(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Changes to ``options`` (its config) that build the same architecture with random weights and
+        nothing downloaded — for parameter counts, step timings and meta-device checks. None by
+        default: a part that downloads nothing needs none."""
+        return {}
+
     @property
     def spec(self) -> BackboneSpec:
         """What the head built on this backbone is told about it."""
@@ -227,6 +234,11 @@ class ActionHead(nn.Module):
 
     normalization: str = "mean_std"
     requires: frozenset[str] = frozenset()
+
+    @classmethod
+    def random_init(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """As :meth:`Backbone.random_init`."""
+        return {}
 
     @classmethod
     def requirements(cls, options: Mapping[str, Any]) -> frozenset[str]:

@@ -13,43 +13,27 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
-
-from param_counts import build_backbone  # noqa: E402
-
-from policies.vla_policy import VLAPolicy  # noqa: E402
-from vla_train.config import register_configs  # noqa: E402
-
-FULL_SIZE = ("prismatic_qwen25", "qwen3_vl", "pi05")
+from policies.vla_policy import VLAPolicy
+from vla_train.options import build_policy, options
 
 
-def build_policy(backbone_name: str, head_name: str, chunk: int, device: torch.device) -> VLAPolicy:
-    """Full-size backbones from their published configs (random init), others from ``configs/``."""
-    register_configs()
-    full_size = backbone_name in FULL_SIZE
-    overrides = [f"head={head_name}"] + ([] if full_size else [f"backbone={backbone_name}"])
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "configs")):
-        cfg = compose(config_name="train", overrides=overrides)
+def build(backbone_name: str, head_name: str, chunk: int, device: torch.device) -> VLAPolicy:
+    """The options as ``train.py`` builds them, with random weights and nothing downloaded."""
     with device:
-        backbone = build_backbone(backbone_name) if full_size else instantiate(cfg.backbone)
-        policy = VLAPolicy(backbone, instantiate(cfg.head), action_dim=7, state_dim=8, chunk_size=chunk)
+        policy = build_policy(
+            backbone_name, head_name, action_dim=7, state_dim=8, chunk_size=chunk, random_init=True
+        )
     return policy  # fp32 weights, bf16 autocast on GPUs: as the trainer runs the full-size configs
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", default="prismatic_qwen25")
-    parser.add_argument("--head", default="l1")
+    parser.add_argument("--backbone", default="prismatic_qwen25", choices=options("backbone"))
+    parser.add_argument("--head", default="l1", choices=options("head"))
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--chunk", type=int, default=8)
     parser.add_argument("--cameras", type=int, default=2)
@@ -58,7 +42,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    policy = build_policy(args.backbone, args.head, args.chunk, device)
+    policy = build(args.backbone, args.head, args.chunk, device)
     size = policy.backbone.image_size
     batch = {
         "images": torch.rand(args.batch, args.cameras, 3, size, size, device=device),

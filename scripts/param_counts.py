@@ -1,8 +1,9 @@
 """Parameter counts per modality and optimizer of the full-size backbones, built on the meta device.
 
-No weights are downloaded: the architectures come from ``policies/backbones/architectures.py`` (the
-published configs) and timm's model definitions. Each backbone is wrapped in a ``VLAPolicy`` with the
-configured head, and the counts are what ``build_modality_optimizer`` assigns.
+No weights are downloaded: each class's ``random_init`` options build its architecture from the
+published configs (``policies/backbones/architectures.py``) and timm's model definitions. Each
+``backbone=… head=…`` pair is built as ``python train.py`` would build it, and the counts are what
+``build_modality_optimizer`` assigns.
 
     python scripts/param_counts.py                     # every backbone with its paper's head(s)
     python scripts/param_counts.py --backbones pi05    # π0.5 (PaliGemma-3B + Gemma-300M expert)
@@ -14,22 +15,11 @@ import argparse
 from collections import defaultdict
 
 import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
-from policies.backbones.architectures import GEMMA_300M_EXPERT, PALIGEMMA_3B, QWEN3_VL_2B, QWEN25_05B
-from policies.backbones.pi05 import PI05Backbone
-from policies.backbones.prismatic import PrismaticBackbone
-from policies.backbones.qwen3_vl import Qwen3VLBackbone
-from policies.vla_policy import VLAPolicy
+from policies.backbones.architectures import GEMMA_300M_EXPERT, PALIGEMMA_3B
+from vla_train.options import build_policy, options
 
-HEADS = {
-    "l1": {"_target_": "policies.heads.l1.L1RegressionHead", "_partial_": True},
-    "l1_bridge": {"_target_": "policies.heads.l1_bridge.BridgeL1RegressionHead", "_partial_": True},
-    "flow": {"_target_": "policies.heads.flow.FlowMatchingHead", "_partial_": True},
-    "pi05": {"_target_": "policies.heads.pi05.PI05ActionExpert", "_partial_": True, **GEMMA_300M_EXPERT},
-}
-#: the heads each backbone's paper pairs it with
+#: the heads each full-size backbone's paper pairs it with
 PAPER_HEADS = {"prismatic_qwen25": ["l1", "flow"], "qwen3_vl": ["l1", "flow"], "pi05": ["pi05"]}
 #: (action_dim, state_dim, chunk_size) of each backbone's paper environment: LIBERO (env=libero_*) for
 #: VLA-Adapter and VLANeXt, DROID (env=droid) for π0.5; the heads' input and output layers depend on them
@@ -39,23 +29,19 @@ ENV_SHAPES = {"prismatic_qwen25": (7, 8, 8), "qwen3_vl": (7, 8, 8), "pi05": (8, 
 PI05_UNUSED_EXPERT_LM_HEAD = PALIGEMMA_3B["vocab_size"] * GEMMA_300M_EXPERT["width"]
 
 
-def build_backbone(name: str) -> torch.nn.Module:
-    if name == "prismatic_qwen25":
-        return PrismaticBackbone(pretrained_vision=False, language_config=QWEN25_05B, dtype="float32")
-    if name == "qwen3_vl":
-        return Qwen3VLBackbone(pretrained=None, config=QWEN3_VL_2B)
-    if name == "pi05":
-        # no download: a byte tokenizer instead of PaliGemma's (prompts a few dozen tokens longer)
-        return PI05Backbone(pretrained=None, config=PALIGEMMA_3B, tokenizer=None, dtype="float32")
-    raise ValueError(f"unknown backbone {name!r}")
-
-
 def count(backbone_name: str, head_name: str) -> dict[tuple[str, str], int]:
+    """Parameters per (modality, algorithm) of ``backbone=<name> head=<name>``, built on the meta device
+    with random weights (nothing downloaded)."""
+    action_dim, state_dim, chunk_size = ENV_SHAPES.get(backbone_name, (7, 8, 8))
     with torch.device("meta"):
-        backbone = build_backbone(backbone_name)
-        head = instantiate(OmegaConf.create(HEADS[head_name]))
-        action_dim, state_dim, chunk_size = ENV_SHAPES[backbone_name]
-        policy = VLAPolicy(backbone, head, action_dim=action_dim, state_dim=state_dim, chunk_size=chunk_size)
+        policy = build_policy(
+            backbone_name,
+            head_name,
+            action_dim=action_dim,
+            state_dim=state_dim,
+            chunk_size=chunk_size,
+            random_init=True,
+        )
     totals: dict[tuple[str, str], int] = defaultdict(int)
     for a in policy.optimizer_rules().assign(policy.named_parameters()).values():
         totals[(a.modality, a.algorithm)] += a.parameter.numel()
@@ -78,11 +64,11 @@ def training_state_bytes(totals: dict[tuple[str, str], int]) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbones", nargs="+", default=list(PAPER_HEADS), choices=list(PAPER_HEADS))
-    parser.add_argument("--heads", nargs="+", help="default: the heads of each backbone's paper")
+    parser.add_argument("--backbones", nargs="+", default=list(PAPER_HEADS), choices=options("backbone"))
+    parser.add_argument("--heads", nargs="+", choices=options("head"), help="default: each paper's heads")
     args = parser.parse_args()
     for backbone in args.backbones:
-        for head in args.heads or PAPER_HEADS[backbone]:
+        for head in args.heads or PAPER_HEADS.get(backbone, options("head")):
             totals = count(backbone, head)
             print(f"\n{backbone} + head={head} (optimizer=pion assignment)")
             by_modality: dict[str, int] = defaultdict(int)

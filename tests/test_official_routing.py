@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
-from param_counts import HEADS, build_backbone
 
 from policies.pi05_weights import backbone_checkpoint_names, expert_checkpoint_names
-from policies.vla_policy import VLAPolicy
+from vla_train.options import build_policy
 
 OPTIMIZER_OF = {"V": "muon", "L": "muon", "A": "pion", "O": "muon"}  # run_pion.sh: V/L/O Muon, A Pion
 
@@ -120,12 +117,8 @@ CASES = {
 def test_official_routing_of_every_tensor(case: str) -> None:
     backbone_name, head_name, translate, official = CASES[case]
     with torch.device("meta"):
-        policy = VLAPolicy(
-            build_backbone(backbone_name),
-            instantiate(OmegaConf.create(HEADS[head_name])),
-            action_dim=7,
-            state_dim=8,
-            chunk_size=8,
+        policy = build_policy(
+            backbone_name, head_name, action_dim=7, state_dim=8, chunk_size=8, random_init=True
         )
     ours = policy.optimizer_rules().assign(policy.named_parameters())
     disagreements = {

@@ -199,15 +199,15 @@ def _check_backbone_fits_head(backbone_cfg: DictConfig, head_cfg: DictConfig) ->
     backbone = get_class(backbone_cfg._target_)
     head = get_class(head_cfg._target_)
     try:
-        check_fits(backbone, head, options.head_options_of(head_cfg))
+        check_fits(backbone, head, options.own_options(head_cfg))
     except IncompatibleParts as error:
         heads, backbones = [], []
         for name in options.options("head"):
             node = options.option_node("head", name)
-            if _fits(backbone, get_class(node._target_), options.head_options_of(node)):
+            if _fits(backbone, get_class(node._target_), options.own_options(node)):
                 heads.append(f"head={name}")
         for name in options.options("backbone"):
-            if _fits(options.option_class("backbone", name), head, options.head_options_of(head_cfg)):
+            if _fits(options.option_class("backbone", name), head, options.own_options(head_cfg)):
                 backbones.append(f"backbone={name}")
         raise ConfigError(
             f"backbone and head do not fit: {error}. Heads that fit this backbone: "

@@ -9,14 +9,16 @@ backbone, a plugin); ``*_schema`` nodes are the schemas options start from, not 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
-from hydra.utils import get_class
-from omegaconf import DictConfig
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from policies.vla_policy import VLAPolicy
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -43,8 +45,45 @@ def option_class(group: str, name: str) -> type:
     return get_class(option_node(group, name)._target_)
 
 
-def head_options_of(node: DictConfig) -> dict[str, object]:
-    """A head node's own options (no ``_target_``/``_partial_``), as its class's contract reads them."""
+def build_policy(
+    backbone: str,
+    head: str,
+    *,
+    action_dim: int,
+    state_dim: int,
+    chunk_size: int,
+    random_init: bool = False,
+    overrides: Sequence[str] = (),
+) -> VLAPolicy:
+    """``backbone=<backbone> head=<head>`` (and ``overrides``) as a policy; see :func:`instantiate_policy`."""
+    with _hydra():
+        cfg = compose(config_name="train", overrides=[f"backbone={backbone}", f"head={head}", *overrides])
+    return instantiate_policy(
+        cfg, action_dim=action_dim, state_dim=state_dim, chunk_size=chunk_size, random_init=random_init
+    )
+
+
+def instantiate_policy(
+    cfg: DictConfig, *, action_dim: int, state_dim: int, chunk_size: int, random_init: bool = False
+) -> VLAPolicy:
+    """The backbone and head of a composed config as a policy. ``random_init``: the same architecture
+    with random weights and nothing downloaded (each class's ``random_init`` changes, written into
+    ``cfg``), for parameter counts, step timings and checks on the meta device."""
+    parts = {}
+    for group in ("backbone", "head"):
+        if random_init:  # set in place (not passed to instantiate: a part may take a `config` option)
+            part = get_class(cfg[group]._target_)
+            for key, value in part.random_init(own_options(cfg[group])).items():
+                OmegaConf.update(cfg, f"{group}.{key}", value, merge=False)
+        parts[group] = instantiate(cfg[group])
+    return VLAPolicy(
+        parts["backbone"], parts["head"], action_dim=action_dim, state_dim=state_dim, chunk_size=chunk_size
+    )
+
+
+def own_options(node: DictConfig) -> dict[str, object]:
+    """A part's own options (no ``_target_``/``_partial_``), as its class methods read them
+    (``requirements``, ``random_init``); interpolations are left unresolved."""
     return {str(key): node._get_node(key)._value() for key in node if not str(key).startswith("_")}
 
 

@@ -89,6 +89,15 @@ class PI05Backbone(Backbone):
     provides = frozenset({"layer_tokens", "keys_values"})
     weight_sources = ("pretrained",)  # only where weights come from: the architecture is in the config
 
+    @classmethod
+    def random_init(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """PaliGemma-3B from its config when none is given (the published size), and a byte tokenizer
+        instead of PaliGemma's (prompts a few dozen tokens longer)."""
+        changes: dict[str, Any] = {"pretrained": None, "tokenizer": None}
+        if options.get("config") is None:
+            changes["config"] = PALIGEMMA_3B
+        return changes
+
     def __init__(
         self,
         pretrained: str | None = "lerobot/pi05_base",

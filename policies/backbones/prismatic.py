@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, ByT5Tokenizer, Qwen2Config, Qwen2ForCausalLM
 
+from policies.backbones.architectures import QWEN25_05B
 from policies.base import (
     Backbone,
     BackboneOutput,
@@ -84,6 +85,14 @@ class PrismaticBackbone(Backbone):
         gradient_checkpointing: recompute activations in the towers and the LM to save memory.
         freeze: ``vision`` and/or ``language`` to keep fixed.
     """
+
+    @classmethod
+    def random_init(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Towers from timm's definitions, the default LM (Qwen2.5-0.5B) from its published config."""
+        changes: dict[str, Any] = {"pretrained_vision": False, "checkpoint": None}
+        if options.get("language_config") is None:
+            changes["language_config"] = QWEN25_05B
+        return changes
 
     def __init__(
         self,

@@ -26,6 +26,7 @@ from transformers import (
     Qwen3VLModel,
 )
 
+from policies.backbones.architectures import QWEN3_VL_2B
 from policies.base import (
     Backbone,
     BackboneOutput,
@@ -89,6 +90,11 @@ class Qwen3VLBackbone(Backbone):
         gradient_checkpointing: trade compute for memory (non-reentrant, so frozen parts are safe).
         freeze: ``vision`` and/or ``language`` to keep fixed.
     """
+
+    @classmethod
+    def random_init(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The default hub model's architecture from its published config (Qwen3-VL-2B)."""
+        return {} if options.get("config") is not None else {"pretrained": None, "config": QWEN3_VL_2B}
 
     def __init__(
         self,

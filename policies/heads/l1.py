@@ -14,6 +14,9 @@ trained policy has 179.3 M parameters (+ 38.6 M of frozen, unused ``film_gen``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -105,6 +108,10 @@ class L1RegressionHead(ActionQueryL1Head):
     """
 
     weight_sources = ("checkpoint",)  # only where weights come from: the architecture is in the config
+
+    @classmethod
+    def random_init(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        return {"checkpoint": None}
 
     def __init__(
         self,

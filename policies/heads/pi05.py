@@ -18,6 +18,8 @@ The robot state reaches the model as text in the prompt (:mod:`policies.backbone
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -124,6 +126,10 @@ class PI05ActionExpert(ActionHead):
     normalization = "quantile"
     weight_sources = ("pretrained",)  # only where weights come from: the architecture is in the config
     requires = frozenset({"keys_values"})
+
+    @classmethod
+    def random_init(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        return {"pretrained": None}  # the architecture is in the options; only the weights download
 
     def __init__(
         self,
