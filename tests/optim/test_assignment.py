@@ -10,6 +10,7 @@ from torch import nn
 
 from vla_train.optim import (
     ModalityOptimizer,
+    ModalityOptimizerOptions,
     Muon,
     Pion,
     assign_parameters,
@@ -137,6 +138,19 @@ def test_aux_lr_ratio_scales_only_what_is_adamw_whatever_the_modality_chose() ->
         "action_head.output.weight",
     ):
         assert lr_of[auxiliary] == pytest.approx(1e-4), auxiliary
+
+
+def test_one_options_object_and_each_algorithm_takes_only_its_own_fields() -> None:
+    options = ModalityOptimizerOptions(language="lrmuon", kp=3, rank=4, compute_dtype="float64")
+    optimizer = build_modality_optimizer(TinyVLA(), RULES, options, adamw_patterns=ADAMW, tau=0.3)
+    pion = optimizer.optimizers["pion"].param_groups[0]
+    assert pion["kp"] == 3 and pion["compute_dtype"] == "float64" and "rank" not in pion and "tau" not in pion
+    lrmuon = optimizer.optimizers["lrmuon"].param_groups[0]
+    assert lrmuon["rank"] == 4 and "kp" not in lrmuon
+    assert lrmuon["compute_dtype"] == "float32"  # its SVD needs fp32: it takes no compute_dtype
+    assert options.kp == 3 and options.tau == 0.5  # overrides leave the caller's object as it was
+    with pytest.raises(TypeError, match="kappa"):
+        build_modality_optimizer(TinyVLA(), RULES, options, adamw_patterns=ADAMW, kappa=2)
 
 
 def test_table_a6_settings_are_expressible() -> None:

@@ -1,7 +1,11 @@
 """Spectral optimizers of the Pion paper, usable in any PyTorch project.
 
->>> from vla_train.optim import Muon, Pion
->>> optimizer = Pion(model.action_head.parameters_2d(), lr=1e-4, kp=2)  # doctest: +SKIP
+>>> from vla_train.optim import Pion
+>>> matrices = [p for p in model.action_head.parameters() if p.ndim == 2]  # doctest: +SKIP
+>>> optimizer = Pion(matrices, lr=1e-4, kp=2)  # doctest: +SKIP
+
+Biases, norms and embeddings belong to AdamW: :func:`build_modality_optimizer` routes every parameter
+of a model by modality (Table A1) and builds one optimizer over all of them.
 """
 
 from vla_train.optim.assignment import (
@@ -26,8 +30,9 @@ from vla_train.optim.newton_schulz import (
     pion_schedule,
     scalar_response,
 )
+from vla_train.optim.options import ModalityOptimizerOptions
 from vla_train.optim.polynomial import LowPassMuon, Muon, Pion
-from vla_train.optim.spectral import HeadLayout, SpectralOptimizer, spectral_lr_scale
+from vla_train.optim.spectral import HeadLayout, SpectralOptimizer, SpectralOptions, spectral_lr_scale
 
 LRMuon = LowRankMuon
 LPMuon = LowPassMuon
@@ -44,12 +49,14 @@ __all__ = [
     "LowPassMuon",
     "LowRankMuon",
     "ModalityOptimizer",
+    "ModalityOptimizerOptions",
     "ModalityRule",
     "Muon",
     "ParameterAssignment",
     "PerHeadRule",
     "Pion",
     "SpectralOptimizer",
+    "SpectralOptions",
     "assign_parameters",
     "build_modality_optimizer",
     "effective_rank",

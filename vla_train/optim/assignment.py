@@ -14,6 +14,7 @@ parameters, optimizer) is logged for the record.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import re
@@ -27,6 +28,7 @@ from rich.table import Table
 
 from vla_train.optim.low_rank import LowRankMuon
 from vla_train.optim.modality_optimizer import ModalityOptimizer
+from vla_train.optim.options import ModalityOptimizerOptions
 from vla_train.optim.polynomial import LowPassMuon, Muon, Pion
 from vla_train.optim.spectral import HeadLayout
 
@@ -164,71 +166,37 @@ def assign_parameters(
 def build_modality_optimizer(
     named_parameters: Iterable[tuple[str, torch.nn.Parameter]] | torch.nn.Module,
     rules: Sequence[ModalityRule | Mapping[str, Any]],
-    vision: str = "muon",
-    language: str = "muon",
-    action: str = "pion",
-    other: str = "muon",
+    options: ModalityOptimizerOptions | None = None,
+    *,
     adamw_patterns: Sequence[str] = (),
     per_head_rules: Sequence[PerHeadRule | Mapping[str, Any]] = (),
-    per_head_modalities: Sequence[str] = (),
-    lr: float = 1e-4,
-    aux_lr_ratio: float = 1.0,
-    weight_decay: float = 1e-2,
-    betas: Sequence[float] = (0.9, 0.999),
-    adamw_eps: float = 1e-8,
-    momentum: float = 0.95,
-    nesterov: bool = True,
-    lr_scale: str = "moonlight",
-    lr_scale_factor: float | None = None,
-    ns_steps: int = 5,
-    kp: int = 0,
-    rank: int = 16,
-    drop_null_directions: bool = True,
-    tau: float = 0.5,
-    compute_dtype: str = "auto",
-    exclude_embeddings_and_outputs: bool = True,
+    **overrides: Any,
 ) -> ModalityOptimizer:
     """Build the paper's modality-wise optimizer (defaults: Table A1, configuration (iii)).
 
-    Every algorithm shares ``lr`` and ``weight_decay``: with the ``moonlight`` scale rule the spectral
-    updates have AdamW's RMS, which is how the paper trains all three optimizer settings at one lr.
+    Args:
+        rules, adamw_patterns, per_head_rules: what the model's parts say of their parameters
+            (:meth:`~policies.base.OptimizerRules`).
+        options: every hyperparameter (:class:`ModalityOptimizerOptions`); ``overrides`` replace
+            single fields (``lr=1e-3``), as the ``optimizer`` config group's fields do.
+
     ``aux_lr_ratio`` scales the lr of the auxiliary parameters only — those on AdamW whatever their
     modality's optimizer (embeddings, output layers, queries, norms, biases) — as VLANeXt's official run
-    does (``lr_ratio`` 0.1); matrices of a modality that chose AdamW keep ``lr``.
-    ``kp`` (Pion), ``rank`` (LRMuon) and ``tau`` (LPMuon) only matter where that algorithm is used.
-    ``exclude_embeddings_and_outputs=False`` ignores ``adamw_patterns`` (an ablation of Table A1's
-    footnote: embeddings and output layers then go to the spectral optimizer of their modality).
+    does (``lr_ratio`` 0.1); matrices of a modality that chose AdamW keep ``lr``. Each spectral algorithm
+    gets the fields it declares in ``config_options``.
     """
+    options = dataclasses.replace(options or ModalityOptimizerOptions(), **overrides)
     if isinstance(named_parameters, torch.nn.Module):
         named_parameters = named_parameters.named_parameters()
     assignments = assign_parameters(
         named_parameters,
         rules,
-        {"vision": vision, "language": language, "action": action, "other": other},
-        adamw_patterns=adamw_patterns if exclude_embeddings_and_outputs else (),
+        {m: getattr(options, m) for m in ("vision", "language", "action", "other")},
+        adamw_patterns=adamw_patterns if options.exclude_embeddings_and_outputs else (),
         per_head_rules=per_head_rules,
-        per_head_modalities=per_head_modalities,
+        per_head_modalities=options.per_head_modalities,
     )
-    spectral_options = dict(
-        momentum=momentum,
-        nesterov=nesterov,
-        lr_scale=lr_scale,
-        lr_scale_factor=lr_scale_factor,
-        compute_dtype=compute_dtype,
-    )
-    algorithm_options: dict[str, dict[str, Any]] = {
-        "muon": dict(ns_steps=ns_steps, **spectral_options),
-        "pion": dict(ns_steps=ns_steps, kp=kp, **spectral_options),
-        "lrmuon": dict(
-            rank=rank,
-            drop_null_directions=drop_null_directions,
-            momentum=momentum,
-            nesterov=nesterov,
-            lr_scale=lr_scale,
-            lr_scale_factor=lr_scale_factor,
-        ),
-        "lpmuon": dict(tau=tau, **spectral_options),
-    }
+    lr = options.lr
 
     groups: dict[tuple[str, str, HeadLayout | None, bool], list[ParameterAssignment]] = {}
     for assignment in assignments:
@@ -252,7 +220,7 @@ def build_modality_optimizer(
                 "param_names": [m.name for m in members],
             }
             if auxiliary:
-                group["lr"] = lr * aux_lr_ratio
+                group["lr"] = lr * options.aux_lr_ratio
             if layout is not None:
                 group["per_head"] = layout
             param_groups.append(group)
@@ -260,12 +228,16 @@ def build_modality_optimizer(
             continue
         if algorithm == "adamw":
             optimizers[algorithm] = torch.optim.AdamW(
-                param_groups, lr=lr, betas=tuple(betas), eps=adamw_eps, weight_decay=weight_decay
+                param_groups,
+                lr=lr,
+                betas=tuple(options.betas),
+                eps=options.adamw_eps,
+                weight_decay=options.weight_decay,
             )
         else:
-            optimizers[algorithm] = SPECTRAL_ALGORITHMS[algorithm](
-                param_groups, lr=lr, weight_decay=weight_decay, **algorithm_options[algorithm]
-            )
+            spectral = SPECTRAL_ALGORITHMS[algorithm]
+            own = {name: getattr(options, name) for name in spectral.config_options}
+            optimizers[algorithm] = spectral(param_groups, lr=lr, weight_decay=options.weight_decay, **own)
 
     summary = summarize_assignments(assignments)
     log.info("optimizer assignment\n%s", summary)

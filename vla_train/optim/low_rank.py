@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from vla_train.optim.spectral import HeadLayout, SpectralMap, SpectralOptimizer
+from vla_train.optim.spectral import SpectralMap, SpectralOptimizer, SpectralOptions
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 def top_k_polar_factor(matrix: torch.Tensor, rank: int, drop_null_directions: bool = True) -> torch.Tensor:
@@ -42,35 +45,19 @@ class LowRankMuon(SpectralOptimizer):
     ``drop_null_directions``: see :func:`top_k_polar_factor` (``False``: the official code's rank).
     """
 
+    # not compute_dtype: the SVD needs fp32, so the momentum is not rounded to bf16 on the way either
+    config_options = ("momentum", "nesterov", "lr_scale", "lr_scale_factor", "rank", "drop_null_directions")
+
     def __init__(
         self,
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
         lr: float = 1e-4,
         rank: int = 16,
         drop_null_directions: bool = True,
-        momentum: float = 0.95,
-        nesterov: bool = True,
-        weight_decay: float = 0.0,
-        lr_scale: str = "moonlight",
-        lr_scale_factor: float | None = None,
-        per_head: bool | HeadLayout | Mapping[str, Any] | None = False,
-        eps: float = 1e-7,
-        compute_dtype: str = "float32",
+        **options: Unpack[SpectralOptions],
     ) -> None:
-        super().__init__(
-            params,
-            lr=lr,
-            momentum=momentum,
-            nesterov=nesterov,
-            weight_decay=weight_decay,
-            lr_scale=lr_scale,
-            lr_scale_factor=lr_scale_factor,
-            per_head=per_head,
-            eps=eps,
-            compute_dtype=compute_dtype,
-            rank=rank,
-            drop_null_directions=drop_null_directions,
-        )
+        options.setdefault("compute_dtype", "float32")
+        super().__init__(params, lr=lr, rank=rank, drop_null_directions=drop_null_directions, **options)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)

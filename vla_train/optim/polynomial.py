@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -16,10 +16,12 @@ from vla_train.optim.newton_schulz import (
     newton_schulz,
     pion_schedule,
 )
-from vla_train.optim.spectral import HeadLayout, SpectralMap, SpectralOptimizer
+from vla_train.optim.spectral import SpectralMap, SpectralOptimizer, SpectralOptions
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 Params = Iterable[torch.Tensor] | Iterable[dict[str, Any]]
-PerHead = bool | HeadLayout | Mapping[str, Any] | None
 
 
 class PolynomialSpectralOptimizer(SpectralOptimizer):
@@ -41,33 +43,16 @@ class Muon(PolynomialSpectralOptimizer):
     Suits the high-rank gradients of vision and language hidden matrices (Table A6, S4/S6/S8).
     """
 
+    config_options = (*SpectralOptimizer.config_options, "ns_steps")
+
     def __init__(
         self,
         params: Params,
         lr: float = 1e-4,
-        momentum: float = 0.95,
-        nesterov: bool = True,
-        weight_decay: float = 0.0,
         ns_steps: int = DEFAULT_STEPS,
-        lr_scale: str = "moonlight",
-        lr_scale_factor: float | None = None,
-        per_head: PerHead = False,
-        eps: float = 1e-7,
-        compute_dtype: str = "auto",
+        **options: Unpack[SpectralOptions],
     ) -> None:
-        super().__init__(
-            params,
-            lr=lr,
-            momentum=momentum,
-            nesterov=nesterov,
-            weight_decay=weight_decay,
-            lr_scale=lr_scale,
-            lr_scale_factor=lr_scale_factor,
-            per_head=per_head,
-            eps=eps,
-            compute_dtype=compute_dtype,
-            ns_steps=ns_steps,
-        )
+        super().__init__(params, lr=lr, ns_steps=ns_steps, **options)
 
     def schedule(self, group: dict[str, Any]) -> Schedule:
         return muon_schedule(group["ns_steps"])
@@ -86,35 +71,17 @@ class Pion(PolynomialSpectralOptimizer):
             (``{"head_dim": 64, "axis": 0}``) to run the iteration per attention head (Alg. 3).
     """
 
+    config_options = (*SpectralOptimizer.config_options, "ns_steps", "kp")
+
     def __init__(
         self,
         params: Params,
         lr: float = 1e-4,
         kp: int = 0,
-        momentum: float = 0.95,
-        nesterov: bool = True,
-        weight_decay: float = 0.0,
         ns_steps: int = DEFAULT_STEPS,
-        lr_scale: str = "moonlight",
-        lr_scale_factor: float | None = None,
-        per_head: PerHead = False,
-        eps: float = 1e-7,
-        compute_dtype: str = "auto",
+        **options: Unpack[SpectralOptions],
     ) -> None:
-        super().__init__(
-            params,
-            lr=lr,
-            momentum=momentum,
-            nesterov=nesterov,
-            weight_decay=weight_decay,
-            lr_scale=lr_scale,
-            lr_scale_factor=lr_scale_factor,
-            per_head=per_head,
-            eps=eps,
-            compute_dtype=compute_dtype,
-            ns_steps=ns_steps,
-            kp=kp,
-        )
+        super().__init__(params, lr=lr, kp=kp, ns_steps=ns_steps, **options)
 
     def schedule(self, group: dict[str, Any]) -> Schedule:
         return pion_schedule(group["kp"], group["ns_steps"])
@@ -128,33 +95,12 @@ class LowPassMuon(PolynomialSpectralOptimizer):
     at 1 but the stop band keeps ripples of up to ~0.6 for tau 0.5 and 0.6 (see plot_filters.py).
     """
 
+    config_options = (*SpectralOptimizer.config_options, "tau")
+
     def __init__(
-        self,
-        params: Params,
-        lr: float = 1e-4,
-        tau: float = 0.5,
-        momentum: float = 0.95,
-        nesterov: bool = True,
-        weight_decay: float = 0.0,
-        lr_scale: str = "moonlight",
-        lr_scale_factor: float | None = None,
-        per_head: PerHead = False,
-        eps: float = 1e-7,
-        compute_dtype: str = "auto",
+        self, params: Params, lr: float = 1e-4, tau: float = 0.5, **options: Unpack[SpectralOptions]
     ) -> None:
-        super().__init__(
-            params,
-            lr=lr,
-            momentum=momentum,
-            nesterov=nesterov,
-            weight_decay=weight_decay,
-            lr_scale=lr_scale,
-            lr_scale_factor=lr_scale_factor,
-            per_head=per_head,
-            eps=eps,
-            compute_dtype=compute_dtype,
-            tau=tau,
-        )
+        super().__init__(params, lr=lr, tau=tau, **options)
 
     def schedule(self, group: dict[str, Any]) -> Schedule:
         return lpmuon_schedule(group["tau"])

@@ -21,7 +21,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 from torch.optim import Optimizer
@@ -165,6 +165,19 @@ def resolve_compute_dtype(option: str | torch.dtype, device: torch.device) -> to
     return dtype
 
 
+class SpectralOptions(TypedDict, total=False):
+    """The keyword arguments every :class:`SpectralOptimizer` takes besides its own."""
+
+    momentum: float
+    nesterov: bool
+    weight_decay: float
+    lr_scale: str
+    lr_scale_factor: float | None
+    per_head: bool | HeadLayout | Mapping[str, Any] | None
+    eps: float
+    compute_dtype: str
+
+
 class SpectralOptimizer(Optimizer):
     """Momentum + spectral map + scaled decoupled update, for 2-D (or flattened N-D) weights only.
 
@@ -173,21 +186,33 @@ class SpectralOptimizer(Optimizer):
     :func:`vla_train.optim.assignment.build_modality_optimizer`, which routes them).
     """
 
+    #: the fields of :class:`~vla_train.optim.options.ModalityOptimizerOptions` this class takes (the
+    #: assignment passes these; ``lr`` and ``weight_decay`` every algorithm takes)
+    config_options: tuple[str, ...] = ("momentum", "nesterov", "lr_scale", "lr_scale_factor", "compute_dtype")
+
     def __init__(
         self,
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
         *,
-        lr: float,
-        momentum: float,
-        nesterov: bool,
-        weight_decay: float,
-        lr_scale: str,
-        lr_scale_factor: float | None,
-        per_head: bool | HeadLayout | Mapping[str, Any] | None,
-        eps: float,
-        compute_dtype: str,
+        lr: float = 1e-4,
+        momentum: float = 0.95,
+        nesterov: bool = True,
+        weight_decay: float = 0.0,
+        lr_scale: str = "moonlight",
+        lr_scale_factor: float | None = None,
+        per_head: bool | HeadLayout | Mapping[str, Any] | None = False,
+        eps: float = 1e-7,
+        compute_dtype: str = "auto",
         **algorithm_defaults: Any,
     ) -> None:
+        """Args shared by every spectral optimizer (subclasses add their own, :class:`SpectralOptions`):
+        momentum, nesterov: heavy-ball momentum and the Nesterov look-ahead.
+        weight_decay: decoupled, ``θ ← θ(1 − lr·wd)``.
+        lr_scale, lr_scale_factor: the shape rule of :func:`spectral_lr_scale`.
+        per_head: ``False``, or a :class:`HeadLayout` / mapping for the per-head mode (Alg. 3).
+        eps: the normalization guard of the spectral map.
+        compute_dtype: the spectral map's dtype (:func:`resolve_compute_dtype`).
+        """
         if lr < 0:
             raise ValueError(f"lr must be >= 0, got {lr}")
         if not 0.0 <= momentum < 1.0:
