@@ -8,6 +8,7 @@ trained, and paired (or refused) through the backbone/head contract.
 from __future__ import annotations
 
 import math
+import pickle
 from pathlib import Path
 
 import pytest
@@ -107,6 +108,7 @@ def test_registered_parts_are_options_like_the_built_in_ones() -> None:
 def test_their_schema_is_their_constructor(tmp_path: Path) -> None:
     cfg = compose_train(["backbone=toy", "head=toy", "backbone.width=24", "head.hidden=8"], tmp_path)
     assert cfg.backbone.width == 24 and cfg.head.hidden == 8 and cfg.head._partial_
+    assert pickle.loads(pickle.dumps(cfg)).backbone.width == 24  # joblib sweeps pickle the config
     with pytest.raises(ConfigError, match="widht"):
         validate_config(compose_train(["backbone=toy", "head=toy", "+backbone.widht=24"], tmp_path))
     with pytest.raises(ConfigCompositionException, match="hidden"):

@@ -9,6 +9,7 @@ time, naming the key, and a new parameter needs no second copy in a schema.
 
 from __future__ import annotations
 
+import sys
 import types
 from collections.abc import Iterable, Sequence
 from typing import Any, Union, get_args, get_origin
@@ -66,5 +67,8 @@ def register_schema(
         zen_exclude=tuple(supplied),
         zen_dataclass={"cls_name": f"{target.__name__}Config", "module": target.__module__},
     )
+    # found by name where it claims to live, so that it pickles: a joblib sweep pickles the composed
+    # config, whose nodes keep their schema type
+    setattr(sys.modules[target.__module__], schema.__name__, schema)
     ConfigStore.instance().store(group=group, name=name, node=schema)
     return schema

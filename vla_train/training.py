@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from envs.base import EnvAdapter
 from policies.vla_policy import VLAPolicy
 from vla_train.config import ConfigError, validate_config
+from vla_train.evaluation import evaluate_policy
 from vla_train.trainer.checkpoint import list_checkpoints, resolve_resume
 from vla_train.trainer.loop import TrainingLoop
 
@@ -245,5 +246,43 @@ def train(cfg: DictConfig) -> dict[str, float]:
     optimizer = instantiate(cfg.optimizer)(
         policy, rules.modality_rules, adamw_patterns=rules.adamw_patterns, per_head_rules=rules.per_head_rules
     )
-    loop = TrainingLoop(cfg, accelerator, policy, optimizer, data, adapter, run_dir, resume_from)
-    return loop.run()
+    loop = TrainingLoop(
+        cfg,
+        accelerator,
+        policy,
+        optimizer,
+        data,
+        run_dir,
+        resume_from,
+        periodic_evaluation=lambda policy, step: evaluate_policy(
+            policy, adapter, run_dir / "eval" / f"step_{step}", fail_if_all_errored=False
+        ),
+    )
+    try:
+        result = loop.run()
+        if not result.pop("finished"):
+            return result
+        del result["interrupted"]
+        if cfg.evaluate and accelerator.is_main_process:  # only this one fails if every episode errored
+            evaluation = evaluate_policy(policy, adapter, run_dir / "eval" / f"step_{loop.state.step}")
+            loop.log(evaluation)
+            result.update(evaluation)
+    finally:
+        loop.close()
+    if accelerator.is_main_process:
+        report_finished_run(result, loop.checkpoint, run_dir)
+    return result
+
+
+def report_finished_run(result: dict[str, float], checkpoint: Path, run_dir: Path) -> None:
+    """Where the run's outputs are, on the console."""
+    print(
+        f"done: {int(result['step'])} steps\n  checkpoint: {checkpoint}\n  metrics:    "
+        f"{run_dir / 'metrics.jsonl'}"
+    )
+    if "eval/success_rate" in result:
+        evaluation_dir = run_dir / "eval" / f"step_{int(result['step'])}"
+        print(
+            f"  success rate: {result['eval/success_rate']:.1%} over {int(result['eval/episodes'])} "
+            f"episodes; videos and episodes.jsonl in {evaluation_dir}"
+        )

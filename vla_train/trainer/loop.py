@@ -7,9 +7,9 @@ import itertools
 import logging
 import math
 import signal
-import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from envs.base import EnvAdapter, TrainingData
+from envs.base import TrainingData
 from policies.vla_policy import VLAPolicy
 from vla_train.optim import GradientSNRMeter, ModalityOptimizer, module_effective_ranks
 from vla_train.trainer.checkpoint import (
@@ -30,7 +30,7 @@ from vla_train.trainer.checkpoint import (
     save_checkpoint,
 )
 from vla_train.trainer.data_order import EpochSeededSampler, step_generator
-from vla_train.trainer.metrics_log import MetricsLog
+from vla_train.trainer.metrics_log import MetricsLog, ThroughputWindow
 from vla_train.trainer.schedule import build_lr_scheduler
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,19 @@ class TrainingDiverged(RuntimeError):
     """Too many non-finite steps in a row; the last good checkpoint is kept."""
 
 
+@dataclass(frozen=True)
+class EvaluationSchedule:
+    """Every ``every`` steps (0: never), except at the last step, whose evaluation is the final one."""
+
+    every: int
+    total_steps: int
+
+    def due(self, step: int) -> bool:
+        return bool(self.every) and step % self.every == 0 and step < self.total_steps
+
+
 class TrainingLoop:
-    """Runs ``cfg.trainer.steps`` optimizer steps of ``policy`` on ``data`` and returns final metrics.
+    """Runs ``cfg.trainer.steps`` optimizer steps of ``policy`` on ``data`` and returns the last metrics.
 
     The global batch (``trainer.batch_size``, Table A1) is split over processes and accumulation
     micro-batches. A step whose loss or gradient norm is not finite is skipped and counted; a run of
@@ -63,12 +74,18 @@ class TrainingLoop:
         policy: VLAPolicy,
         optimizer: ModalityOptimizer,
         data: TrainingData,
-        adapter: EnvAdapter,
         run_dir: Path,
         resume_from: Path | None,
+        periodic_evaluation: Callable[[VLAPolicy, int], dict[str, float]] | None = None,
     ) -> None:
+        """``periodic_evaluation(policy, step)``: metrics of the weights at ``step`` every
+        ``trainer.eval_every`` steps before the last, from the main process."""
         self.cfg, self.trainer_cfg = cfg, cfg.trainer
-        self.accelerator, self.adapter, self.run_dir = accelerator, adapter, run_dir
+        self.periodic_evaluation = periodic_evaluation
+        self.evaluation_schedule = EvaluationSchedule(
+            cfg.trainer.eval_every if periodic_evaluation is not None else 0, cfg.trainer.steps
+        )
+        self.accelerator, self.run_dir = accelerator, run_dir
         accumulation = self.trainer_cfg.gradient_accumulation_steps
         per_step = accelerator.num_processes * accumulation
         if self.trainer_cfg.batch_size % per_step:
@@ -150,7 +167,11 @@ class TrainingLoop:
 
     # ------------------------------------------------------------------------------------------ loop
     def run(self) -> dict[str, float]:
+        """Train to ``trainer.steps`` (or ``stop_at_step``, or a Ctrl-C), checkpoint, and return the last
+        logged metrics with ``step``; ``finished`` is 1.0 when every step ran (then the caller evaluates),
+        ``interrupted`` 1.0 after a Ctrl-C."""
         cfg = self.trainer_cfg
+        stop_at = min(cfg.steps, cfg.stop_at_step) if cfg.stop_at_step else cfg.steps
         batches = self._batches()
         previous_handler = signal.signal(signal.SIGINT, self._request_stop)
         progress = tqdm(
@@ -160,52 +181,15 @@ class TrainingLoop:
             dynamic_ncols=True,
             disable=not self.accelerator.is_main_process,
         )
+        window = ThroughputWindow()
         last: dict[str, float] = {}
-        window_start, window_samples = time.perf_counter(), 0
         try:
-            stop_at = min(cfg.steps, cfg.stop_at_step) if cfg.stop_at_step else cfg.steps
             while self.state.step < stop_at and not self._stop_requested:
-                step = self.state.step
-                micro_batches = [next(batches) for _ in range(cfg.gradient_accumulation_steps)]
-                if cfg.diagnostics_every and step % cfg.diagnostics_every == 0:
-                    # logged with the step they precede, so a resumed run rewrites them like the rest
-                    self._log(self._gradient_diagnostics(micro_batches[0], step), step + 1)
-                loss, grad_norm = self._accumulate_gradients(micro_batches, step)
-                finite = math.isfinite(loss) and math.isfinite(grad_norm)
-                lr = self.base_lr()  # what this step uses
-                if finite:
-                    self.optimizer.step()
-                    self.state.nonfinite_streak = 0
-                else:
-                    self.state.skipped_steps += 1
-                    self.state.nonfinite_streak += 1
-                self.optimizer.zero_grad(set_to_none=True)
-                with warnings.catch_warnings():  # a skipped first step is not a scheduler misuse
-                    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
-                    self.scheduler.step()
-                self.state.step += 1
-                window_samples += cfg.batch_size
-                if self.state.nonfinite_streak >= cfg.max_nonfinite_steps:
-                    checkpoints = list_checkpoints(self.run_dir)
-                    raise TrainingDiverged(
-                        f"{self.state.nonfinite_streak} non-finite steps in a row (loss={loss}, grad norm="
-                        f"{grad_norm}) at step {self.state.step}; stopping. Last good checkpoint: "
-                        f"{checkpoints[-1] if checkpoints else 'none yet'}"
-                    )
+                loss, grad_norm, lr = self._step(batches)
+                window.add(cfg.batch_size)
                 if self.state.step % cfg.log_every == 0 or self.state.step == cfg.steps:
-                    elapsed = time.perf_counter() - window_start
-                    last = {
-                        "train/loss": loss,
-                        "train/grad_norm": grad_norm,
-                        "train/lr": lr,
-                        "train/samples_per_second": window_samples / max(elapsed, 1e-9),
-                        # wall time of a whole step (data, forward, backward, optimizer): Fig. 1c, A1b
-                        "train/seconds_per_step": elapsed * cfg.batch_size / max(window_samples, 1),
-                        "train/skipped_steps": self.state.skipped_steps,
-                        "train/epoch": self.state.epoch,
-                    }
+                    last = self._step_metrics(loss, grad_norm, lr, window)
                     self._log(last, self.state.step)
-                    window_start, window_samples = time.perf_counter(), 0
                 progress.set_postfix(
                     loss=f"{loss:.4f}",
                     lr=f"{lr:.2e}",
@@ -213,43 +197,88 @@ class TrainingLoop:
                     samples_per_s=f"{last.get('train/samples_per_second', 0.0):.0f}",
                 )
                 progress.update(1)
-                if cfg.checkpoint_every and self.state.step % cfg.checkpoint_every == 0:
-                    self._save()
-                if cfg.eval_every and self.state.step % cfg.eval_every == 0 and self.state.step < cfg.steps:
-                    self._log(self.evaluate(final=False), self.state.step)
+                self._after_step()
             self._save()
-            progress.close()
-            # training is over and saved: Ctrl-C from here on stops the final evaluation at once
-            signal.signal(signal.SIGINT, previous_handler)
-            checkpoint = self.run_dir / "checkpoints" / checkpoint_name(self.state.step)
-            if self._stop_requested or self.state.step < cfg.steps:
-                reason = f"stopped at trainer.stop_at_step={stop_at}"
-                if self._stop_requested:
-                    reason = "interrupted"
-                print(f"{reason}: checkpoint {checkpoint}; continue with trainer.resume=true")
-                return {**last, "interrupted": float(self._stop_requested), "step": float(self.state.step)}
-            result = {**last, "step": float(self.state.step)}
-            if self.cfg.evaluate:
-                evaluation = self.evaluate()
-                self._log(evaluation, self.state.step)
-                result.update(evaluation)
-            if self.accelerator.is_main_process:
-                print(
-                    f"done: {self.state.step} steps\n  checkpoint: {checkpoint}\n  metrics:    "
-                    f"{self.run_dir / 'metrics.jsonl'}"
-                )
-                if "eval/success_rate" in result:
-                    print(
-                        f"  success rate: {result['eval/success_rate']:.1%} over "
-                        f"{int(result['eval/episodes'])} episodes; videos and episodes.jsonl in "
-                        f"{self.run_dir / 'eval' / f'step_{self.state.step}'}"
-                    )
-            return result
         finally:
             progress.close()
+            # training is over and saved: Ctrl-C from here on stops an evaluation at once
             signal.signal(signal.SIGINT, previous_handler)
-            if self.metrics is not None:
-                self.metrics.close()
+        finished = not self._stop_requested and self.state.step >= cfg.steps
+        if not finished:
+            reason = "interrupted" if self._stop_requested else f"stopped at trainer.stop_at_step={stop_at}"
+            print(f"{reason}: checkpoint {self.checkpoint}; continue with trainer.resume=true")
+        return {
+            **last,
+            "step": float(self.state.step),
+            "finished": float(finished),
+            "interrupted": float(self._stop_requested),
+        }
+
+    def _step(self, batches: Iterator[dict[str, Any]]) -> tuple[float, float, float]:
+        """One optimizer step (skipped if its loss or gradient is not finite); ``(loss, grad norm, lr)``."""
+        cfg, step = self.trainer_cfg, self.state.step
+        micro_batches = [next(batches) for _ in range(cfg.gradient_accumulation_steps)]
+        if cfg.diagnostics_every and step % cfg.diagnostics_every == 0:
+            # logged with the step they precede, so a resumed run rewrites them like the rest
+            self._log(self._gradient_diagnostics(micro_batches[0], step), step + 1)
+        loss, grad_norm = self._accumulate_gradients(micro_batches, step)
+        finite = math.isfinite(loss) and math.isfinite(grad_norm)
+        lr = self.base_lr()  # what this step uses
+        if finite:
+            self.optimizer.step()
+            self.state.nonfinite_streak = 0
+        else:
+            self.state.skipped_steps += 1
+            self.state.nonfinite_streak += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        with warnings.catch_warnings():  # a skipped first step is not a scheduler misuse
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+            self.scheduler.step()
+        self.state.step += 1
+        if self.state.nonfinite_streak >= cfg.max_nonfinite_steps:
+            checkpoints = list_checkpoints(self.run_dir)
+            raise TrainingDiverged(
+                f"{self.state.nonfinite_streak} non-finite steps in a row (loss={loss}, grad norm="
+                f"{grad_norm}) at step {self.state.step}; stopping. Last good checkpoint: "
+                f"{checkpoints[-1] if checkpoints else 'none yet'}"
+            )
+        return loss, grad_norm, lr
+
+    def _step_metrics(
+        self, loss: float, grad_norm: float, lr: float, window: ThroughputWindow
+    ) -> dict[str, float]:
+        samples_per_second, seconds_per_step = window.read(self.trainer_cfg.batch_size)
+        return {
+            "train/loss": loss,
+            "train/grad_norm": grad_norm,
+            "train/lr": lr,
+            "train/samples_per_second": samples_per_second,
+            # wall time of a whole step (data, forward, backward, optimizer): Fig. 1c, A1b
+            "train/seconds_per_step": seconds_per_step,
+            "train/skipped_steps": self.state.skipped_steps,
+            "train/epoch": self.state.epoch,
+        }
+
+    def _after_step(self) -> None:
+        """Checkpoint and evaluate when their schedules say so (the last step's are the caller's)."""
+        cfg, step = self.trainer_cfg, self.state.step
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+            self._save()
+        if self.evaluation_schedule.due(step) and self.accelerator.is_main_process:
+            self._log(self.periodic_evaluation(self.unwrapped_policy, step), step)
+
+    @property
+    def checkpoint(self) -> Path:
+        """The directory of the latest checkpoint this loop saved."""
+        return self.run_dir / "checkpoints" / checkpoint_name(self.state.step)
+
+    def log(self, metrics: dict[str, float]) -> None:
+        """Log ``metrics`` at the current step (the final evaluation's, from :func:`vla_train.train`)."""
+        self._log(metrics, self.state.step)
+
+    def close(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
 
     def _accumulate_gradients(self, micro_batches: list[dict[str, Any]], step: int) -> tuple[float, float]:
         accumulation = len(micro_batches)
@@ -322,19 +351,6 @@ class TrainingLoop:
         return next((g["lr"] for g in groups if not g.get("auxiliary")), groups[0]["lr"])
 
     # ---------------------------------------------------------------------------------------- output
-    def evaluate(self, final: bool = True) -> dict[str, float]:
-        """Evaluate the current weights; only the final evaluation fails when every episode errored."""
-        from vla_train.evaluation import evaluate_policy
-
-        if not self.accelerator.is_main_process:
-            return {}
-        return evaluate_policy(
-            self.unwrapped_policy,
-            self.adapter,
-            self.run_dir / "eval" / f"step_{self.state.step}",
-            fail_if_all_errored=final,
-        )
-
     def _save(self) -> None:
         self.accelerator.wait_for_everyone()
         broken = [n for n, p in self.unwrapped_policy.named_parameters() if not torch.isfinite(p).all()]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -103,3 +104,20 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
     return value
+
+
+class ThroughputWindow:
+    """Samples and wall time since the last read: the throughput of the steps between two logs."""
+
+    def __init__(self) -> None:
+        self.start, self.samples = time.perf_counter(), 0
+
+    def add(self, samples: int) -> None:
+        self.samples += samples
+
+    def read(self, batch_size: int) -> tuple[float, float]:
+        """``(samples per second, seconds per step of batch_size)``, and start a new window."""
+        elapsed = time.perf_counter() - self.start
+        result = (self.samples / max(elapsed, 1e-9), elapsed * batch_size / max(self.samples, 1))
+        self.start, self.samples = time.perf_counter(), 0
+        return result
