@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,14 +24,13 @@ from hydra.utils import instantiate
 from rich.console import Console
 from rich.table import Table
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from policies.vla_policy import VLAPolicy
+from vla_train.config import register_configs
+from vla_train.evaluation import local_policy_fn
+from vla_train.rollout import ResultsFile, run_episodes
+from vla_train.training import build_env_adapter
 
-from policies.vla_policy import VLAPolicy  # noqa: E402
-from vla_train.config import register_configs  # noqa: E402
-from vla_train.evaluation import local_policy_fn  # noqa: E402
-from vla_train.rollout import ResultsFile, run_episodes  # noqa: E402
-from vla_train.training import build_env_adapter  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:

@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "action_is_pad": torch.zeros(args.batch, args.chunk, dtype=torch.bool, device=device),
     }
     optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-5)
+    before = {name: p.detach().clone() for name, p in policy.named_parameters() if p.requires_grad}
     timings = []
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -65,7 +66,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         timings.append(time.perf_counter() - start)
+    trained = {name: p for name, p in policy.named_parameters() if p.requires_grad}
     result = {
+        # tensors the timed steps changed: a step that skipped backward or the optimizer would be cheap
+        "changed_fraction": sum(not torch.equal(before[n], trained[n]) for n in before) / len(before),
         "parameters_m": sum(p.numel() for p in policy.parameters()) / 1e6,
         "step_ms": 1000 * statistics.median(timings[1:]),
         "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30

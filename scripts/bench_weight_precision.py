@@ -12,12 +12,8 @@ of entries that changed and the update's RMS relative to the fp32 step, per opti
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vla_train.optim import Muon
 

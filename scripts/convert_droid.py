@@ -9,14 +9,9 @@ python train.py experiment=pi05_droid env.dataset.root=data/droid   # env.state_
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from envs.droid.convert import convert  # noqa: E402
-from envs.droid.spaces import ACTION_SPACES, STATE_SPACES  # noqa: E402
+from envs.droid.convert import convert
+from envs.droid.spaces import ACTION_SPACES, STATE_SPACES
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,15 +13,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from vla_train.evaluation import evaluate_policy  # noqa: E402
-from vla_train.inference import load_policy  # noqa: E402
-from vla_train.training import build_env_adapter, configure_caches  # noqa: E402
+from vla_train.evaluation import evaluate_policy
+from vla_train.inference import load_policy
+from vla_train.training import build_env_adapter, configure_caches
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

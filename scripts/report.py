@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,13 +27,10 @@ from typing import Any
 import matplotlib.pyplot as plt  # headless machines get the Agg backend automatically
 from omegaconf import OmegaConf
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from envs.droid.trials import ROBOT_GROUP  # noqa: E402
-from envs.libero.plus import CATEGORY_COLUMNS, table1_row  # noqa: E402
-from vla_train.optim.schema import OptimizerConfig  # noqa: E402
-from vla_train.rollout import ResultsFile, summarize  # noqa: E402
+from envs.droid.trials import ROBOT_GROUP
+from envs.libero.plus import CATEGORY_COLUMNS, table1_row
+from vla_train.optim.schema import OptimizerConfig
+from vla_train.rollout import ResultsFile, summarize
 
 MODALITIES = ("vision", "language", "action")
 MISSING = "—"

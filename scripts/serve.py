@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from vla_train.evaluation import local_policy_fn  # noqa: E402
-from vla_train.inference import load_policy  # noqa: E402
-from vla_train.serving.server import DEFAULT_HOST, DEFAULT_PORT, PolicyServer  # noqa: E402
-from vla_train.training import configure_caches  # noqa: E402
+from vla_train.evaluation import local_policy_fn
+from vla_train.inference import load_policy
+from vla_train.serving.server import DEFAULT_HOST, DEFAULT_PORT, PolicyServer
+from vla_train.training import configure_caches
 
 
 def build_server(

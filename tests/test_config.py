@@ -89,8 +89,10 @@ def test_every_backbone_and_head_instantiate_together(backbone: str, head: str, 
             validate_config(cfg)
     with torch.device("meta"), pytest.raises(IncompatibleParts) if not fits else contextlib.nullcontext():
         policy = meta_policy(cfg)  # full-size ones too: random weights, nothing downloaded
-    if fits:
-        assert sum(p.numel() for p in policy.parameters()) > 0
+    if fits:  # the classes the options name, paired through the contract
+        assert type(policy.backbone) is get_class(cfg.backbone._target_)
+        assert type(policy.head) is get_class(cfg.head._target_)
+        assert policy.head.requirements(own_options(cfg.head)) <= policy.backbone.provides
 
 
 @pytest.mark.parametrize("env", options("env"))

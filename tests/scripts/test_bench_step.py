@@ -12,4 +12,5 @@ from bench_step import main
 def test_bench_step_times_a_training_step_on_cpu(backbone: str, head: str) -> None:
     result = main(["--backbone", backbone, "--head", head, "--batch", "2", "--steps", "1", "--device", "cpu"])
     assert result["step_ms"] > 0 and result["parameters_m"] > 0
+    assert result["changed_fraction"] > 0.5  # the timed steps trained it (zero-gated parts wait: flow)
     assert math.isnan(result["peak_gib"])  # peak memory is a GPU measurement

@@ -18,18 +18,16 @@ class EpochSeededSampler(Sampler[int]):
     on how many epochs this process has already drawn, which is what exact resume needs.
     """
 
-    def __init__(self, size: int, seed: int, shuffle: bool = True) -> None:
+    def __init__(self, size: int, seed: int) -> None:
         if size < 1:
             raise ValueError("the training dataset is empty")
-        self.size, self.seed, self.shuffle = size, seed, shuffle
+        self.size, self.seed = size, seed
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
-        if not self.shuffle:
-            return iter(range(self.size))
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         return iter(torch.randperm(self.size, generator=generator).tolist())
 
