@@ -13,22 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from envs.layout import ACTION_KEY, STATE_KEY, camera_key
 from vla_train.data.cache import InMemoryDataset
 from vla_train.data.lerobot_io import TransformedDataset, dataset_statistics, load_lerobot_dataset
-from vla_train.rollout import EpisodeSpec
-
-#: the LeRobot feature names every environment's dataset uses for the robot state and the action
-STATE_KEY = "observation.state"
-ACTION_KEY = "action"
-
-
-def camera_key(camera: str) -> str:
-    """The LeRobot feature of camera ``camera`` (an ``env.cameras`` entry) in every environment's data."""
-    return f"observation.images.{camera}"
+from vla_train.rollout import EpisodeSpec, RolloutEnv
 
 
 @dataclass
@@ -95,22 +86,15 @@ class EnvAdapter:
         """The evaluation protocol: every episode to run, with its seed, initial state and step limit."""
         raise NotImplementedError
 
-    def make_env(self, task: str) -> Any:
-        """A rollout environment for ``task`` (simulator imported lazily), as the env workers use it:
-        see :mod:`vla_train.rollout.worker` for the methods it provides."""
+    def make_env(self, task: str) -> RolloutEnv:
+        """A rollout environment for ``task`` (simulator imported lazily), as the env workers use it;
+        its ``policy_input``/``env_action`` are this environment's transform pair
+        (``envs/<env>/transforms.py``), the one :meth:`sample_to_policy` uses on dataset frames."""
         raise NotImplementedError
 
     def env_factory(self) -> Callable[[str], Any]:
         """Picklable ``task -> rollout env`` for the spawned env workers."""
         return functools.partial(make_rollout_env, self.cfg)
-
-    def observation_to_policy(self, observation: Mapping[str, np.ndarray]) -> dict[str, Any]:
-        """Live observation → one unbatched policy input (the layout of training samples, as NumPy)."""
-        raise NotImplementedError
-
-    def action_to_env(self, action: np.ndarray) -> np.ndarray:
-        """One policy action ``(A,)`` → the simulator's action."""
-        return action
 
 
 def make_rollout_env(env_cfg: DictConfig, task: str) -> Any:

@@ -72,3 +72,18 @@ def make_exploding_libero_env(settings, failing_task: str, task: str):
             return super().step(action)
 
     return ExplodingLibero(task, settings)
+
+
+class Unrenderable(CountingEnv):
+    """A rollout env that forgot part of the :class:`~vla_train.rollout.RolloutEnv` protocol."""
+
+    render = None  # type: ignore[assignment]
+
+    def __getattribute__(self, name: str):
+        if name == "render":
+            raise AttributeError(name)
+        return super().__getattribute__(name)
+
+
+def make_unrenderable_env(task: str) -> Unrenderable:
+    return Unrenderable(task, None)

@@ -25,7 +25,7 @@ def record_libero_dataset(
     root: Path, settings, suite: str, tasks: list[int], episodes: int, steps: int
 ) -> None:
     """Random-walk episodes of real LIBERO tasks, recorded as the LeRobot LIBERO datasets store them."""
-    from envs.libero.env import LiberoRolloutEnv, task_key, upright
+    from envs.libero.env import LiberoRolloutEnv, task_key
     from vla_train.data.lerobot_io import DatasetRecorder, image_feature, vector_feature
 
     size = settings.camera_size
@@ -45,15 +45,11 @@ def record_libero_dataset(
                         EpisodeSpec(task_key(suite, task), episode, 7, steps, init_state=episode)
                     )
                     for _ in range(steps):
-                        sample = env.policy_input(observation)
                         action = np.clip(rng.normal(0, 0.3, 7), -1, 1).astype(np.float32)
-                        frame = {
-                            "observation.images.image": upright(observation["agentview_image"]),
-                            "observation.images.image2": upright(observation["robot0_eye_in_hand_image"]),
-                            "observation.state": sample["state"],
-                            "action": action,
-                        }
-                        recorder.add_frame(frame, task=env.instruction)
+                        # the frame the policy's input transform reads back, as the LeRobot datasets hold it
+                        frame = env.transforms.frame(observation, env.instruction)
+                        task = frame.pop("task")
+                        recorder.add_frame({**frame, "action": action}, task=task)
                         observation, _, _ = env.step(action)
                     recorder.save_episode()
             finally:

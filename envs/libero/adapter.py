@@ -15,9 +15,7 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
-import torch
-
-from envs.base import ACTION_KEY, STATE_KEY, EnvAdapter, TrainingData, camera_key
+from envs.base import ACTION_KEY, EnvAdapter, TrainingData
 from envs.libero.env import (
     LiberoRolloutEnv,
     LiberoSettings,
@@ -26,6 +24,7 @@ from envs.libero.env import (
     suite_tasks,
 )
 from envs.libero.runtime import suite_instructions
+from envs.libero.transforms import LiberoTransforms
 from vla_train.rollout import EpisodeSpec
 
 
@@ -40,7 +39,12 @@ class LiberoAdapter(EnvAdapter):
             assets_dir=sim.assets_dir,
             config_dir=sim.config_dir,
             fps=sim.control_fps,
+            cameras=tuple(self.cfg.cameras),
         )
+
+    @functools.cached_property
+    def transforms(self) -> LiberoTransforms:
+        return LiberoTransforms(tuple(self.cfg.cameras))
 
     @functools.cached_property
     def tasks(self) -> list[tuple[int, str, int]]:
@@ -80,13 +84,12 @@ class LiberoAdapter(EnvAdapter):
         return episodes
 
     def sample_to_policy(self, sample: Mapping[str, Any]) -> dict[str, Any]:
-        """A LeRobot frame (images CHW in [0, 1], upright; action chunk) → a policy training sample."""
+        """A LeRobot frame (images CHW in [0, 1], upright; action chunk) → a policy training sample,
+        through the input transform the env workers use on live frames."""
         return {
-            "images": torch.stack([sample[camera_key(camera)] for camera in self.cfg.cameras]),
-            "state": sample[STATE_KEY],
+            **self.transforms.inputs(sample),
             "actions": sample[ACTION_KEY],
             "action_is_pad": sample[f"{ACTION_KEY}_is_pad"],
-            "instruction": sample["task"],
         }
 
     # -------------------------------------------------------------------------------------- rollouts

@@ -5,10 +5,8 @@ Protocol (OpenVLA-OFT, openpi): ``env.seed(seed)``, reset, the task's fixed init
 suite's ``max_steps`` policy steps; success is the env's ``done``. Camera images are rendered at
 ``camera_size`` and rotated 180° — the orientation the LeRobot LIBERO datasets store them in.
 
-Policy layout (shared with the LeRobot LIBERO datasets, so training and rollout match):
-- images: agent view and wrist, upright, ``(2, 3, S, S)`` float32 in [0, 1];
-- state (8): end-effector position (3), axis-angle orientation (3), gripper finger positions (2);
-- action (7): delta end-effector position and rotation, gripper (−1 open, +1 close).
+Observations and actions go through :mod:`envs.libero.transforms`, the transform pair the training
+data uses too.
 
 NumPy only, so that LIBERO-Plus env clients can import it from their own Python environment.
 """
@@ -25,10 +23,10 @@ from typing import Any
 import numpy as np
 
 from envs.libero.runtime import import_libero
+from envs.libero.transforms import SIMULATOR_CAMERAS, LiberoTransforms, upright
 from vla_train.rollout.episodes import EpisodeSpec
 
 NOOP_ACTION = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0])
-CAMERAS = ("agentview", "robot0_eye_in_hand")
 #: policy steps per episode by suite (OpenVLA-OFT / openpi); ``configs/env/libero_*.yaml`` agree (tested)
 PROTOCOL_MAX_STEPS = {
     "libero_spatial": 220,
@@ -49,6 +47,7 @@ class LiberoSettings:
     assets_dir: str | None = None
     config_dir: str | None = None
     fps: int = 20
+    cameras: tuple[str, ...] = ("image", "image2")  # env.cameras: what the policy sees, in order
 
 
 def task_key(suite: str, index: int) -> str:
@@ -113,37 +112,13 @@ def protocol_episodes(
     return specs
 
 
-def axis_angle(quaternion_xyzw: np.ndarray) -> np.ndarray:
-    """Axis-angle vector of a unit quaternion, by the formula LIBERO datasets were recorded with
-    (angle ``2·acos(w)`` in [0, 2π), zero vector when the rotation is the identity)."""
-    w = float(np.clip(quaternion_xyzw[3], -1.0, 1.0))
-    sine = np.sqrt(1.0 - w * w)
-    if np.isclose(sine, 0.0):
-        return np.zeros(3)
-    return quaternion_xyzw[:3] * 2.0 * np.arccos(w) / sine
-
-
-def libero_state(observation: Mapping[str, np.ndarray]) -> np.ndarray:
-    return np.concatenate(
-        [
-            observation["robot0_eef_pos"],
-            axis_angle(np.asarray(observation["robot0_eef_quat"], dtype=np.float64)),
-            observation["robot0_gripper_qpos"],
-        ]
-    ).astype(np.float32)
-
-
-def upright(image: np.ndarray) -> np.ndarray:
-    """LIBERO renders upside down (OpenGL convention): rotate by 180°."""
-    return np.ascontiguousarray(image[::-1, ::-1])
-
-
 class LiberoRolloutEnv:
     """``OffScreenRenderEnv`` of one task, reset to the protocol's start for each episode."""
 
     def __init__(self, task: str, settings: LiberoSettings) -> None:
         self.settings = settings
         self.fps = settings.fps
+        self.transforms = LiberoTransforms(tuple(settings.cameras))
         suite, index = parse_task_key(task)
         libero = import_libero(settings.assets_dir, settings.config_dir)
         from libero.libero.envs import OffScreenRenderEnv
@@ -184,18 +159,16 @@ class LiberoRolloutEnv:
         return self.observation, bool(done), False
 
     def policy_input(self, observation: Mapping[str, np.ndarray]) -> dict[str, Any]:
-        images = np.stack([upright(observation[f"{camera}_image"]) for camera in CAMERAS])
-        return {
-            "images": images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0,
-            "state": libero_state(observation),
-            "instruction": self.instruction,
-        }
+        return self.transforms.live_inputs(observation, self.instruction)
 
     def env_action(self, action: np.ndarray) -> np.ndarray:
-        return np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+        return self.transforms.outputs(action)
 
     def render(self) -> np.ndarray:
-        return np.concatenate([upright(self.observation[f"{camera}_image"]) for camera in CAMERAS], axis=1)
+        """Every simulator camera side by side, upright (what the policy sees and more)."""
+        return np.concatenate(
+            [upright(self.observation[f"{camera}_image"]) for camera in SIMULATOR_CAMERAS.values()], axis=1
+        )
 
     def close(self) -> None:
         self.env.close()

@@ -3,27 +3,26 @@
 Everything runs without downloads: robosuite ships its assets, a scripted expert writes the training
 demonstrations into a local LeRobot dataset, and the same transforms serve training and rollout.
 
-Policy layout (the same as LIBERO's, so that policies and configs carry over):
-- images: ``agentview`` and ``robot0_eye_in_hand``, upright, ``(2, 3, S, S)`` in [0, 1];
-- state (8): end-effector position (3), axis-angle orientation (3), gripper finger positions (2);
-- action (7): OSC_POSE delta end-effector position (3) and axis-angle rotation (3), gripper
-  (−1 open, +1 close), all in [−1, 1].
+Policy layout (the same as LIBERO's, so that policies and configs carry over), in
+:mod:`envs.robosuite.transforms`: images of ``agentview`` and ``robot0_eye_in_hand``, upright; 8-D
+state; 7-D OSC_POSE action (delta end-effector position and axis-angle rotation, gripper −1 open /
++1 close), all in [−1, 1].
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from scipy.spatial.transform import Rotation
 from tqdm.auto import tqdm
 
 from envs.base import ACTION_KEY, STATE_KEY, EnvAdapter, TrainingData, camera_key
 from envs.robosuite.expert import LiftExpert
 from envs.robosuite.runtime import import_robosuite
+from envs.robosuite.transforms import ACTION_NAMES, STATE_NAMES, LiftTransforms
 from vla_train.data.lerobot_io import (
     DatasetRecorder,
     dataset_lock,
@@ -34,17 +33,7 @@ from vla_train.data.lerobot_io import (
 )
 from vla_train.rollout import EpisodeSpec
 
-STATE_NAMES = ("eef_x", "eef_y", "eef_z", "eef_rx", "eef_ry", "eef_rz", "gripper_left", "gripper_right")
-ACTION_NAMES = ("dx", "dy", "dz", "drx", "dry", "drz", "gripper")
 VIDEO_UPSCALE = 4
-
-
-def robot_state(observation: Mapping[str, np.ndarray]) -> np.ndarray:
-    """The 8-D state above from a robosuite observation (quaternions are x, y, z, w)."""
-    rotation = Rotation.from_quat(observation["robot0_eef_quat"]).as_rotvec()
-    return np.concatenate(
-        [observation["robot0_eef_pos"], rotation, observation["robot0_gripper_qpos"]]
-    ).astype(np.float32)
 
 
 class RobosuiteLiftAdapter(EnvAdapter):
@@ -66,27 +55,18 @@ class RobosuiteLiftAdapter(EnvAdapter):
                     self.generate_demonstrations(root, dataset_cfg.num_demos)
         return self.lerobot_training_data(root, dataset_cfg.episodes)
 
+    @functools.cached_property
+    def transforms(self) -> LiftTransforms:
+        return LiftTransforms(tuple(self.cfg.cameras), self.cfg.instruction)
+
     def sample_to_policy(self, sample: Mapping[str, Any]) -> dict[str, Any]:
-        """A LeRobot frame (images CHW in [0, 1], action chunk) → a policy training sample."""
+        """A LeRobot frame (images CHW in [0, 1], action chunk) → a policy training sample, through the
+        input transform the rollouts use on live frames."""
         return {
-            "images": torch.stack([sample[camera_key(camera)] for camera in self.cfg.cameras]),
-            "state": sample[STATE_KEY],
+            **self.transforms.inputs(sample),
             "actions": sample[ACTION_KEY],
             "action_is_pad": sample[f"{ACTION_KEY}_is_pad"],
-            "instruction": self.cfg.instruction or sample["task"],
         }
-
-    def observation_to_policy(self, observation: Mapping[str, np.ndarray]) -> dict[str, Any]:
-        """A live robosuite observation → the same layout as :meth:`sample_to_policy` (minus actions)."""
-        images = np.stack([observation[f"{camera}_image"] for camera in self.cfg.cameras])  # (N, H, W, 3)
-        return {
-            "images": images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0,
-            "state": robot_state(observation),
-            "instruction": self.cfg.instruction,
-        }
-
-    def action_to_env(self, action: np.ndarray) -> np.ndarray:
-        return np.clip(action, -1.0, 1.0)
 
     # -------------------------------------------------------------------------------------- simulator
     def make_simulator(self, cameras: bool = True) -> Any:
@@ -185,10 +165,9 @@ class RobosuiteLiftAdapter(EnvAdapter):
         success_step = None
         for step in range(sim.max_demo_steps + sim.steps_after_success):
             action = expert.act(observation)
-            frame = {camera_key(c): observation[f"{c}_image"] for c in self.cfg.cameras}
-            frame[STATE_KEY] = robot_state(observation)
-            frame[ACTION_KEY] = action.astype(np.float32)
-            recorder.add_frame(frame, task=self.cfg.instruction)
+            frame = self.transforms.frame(observation)  # what the policy's input transform reads back
+            task = frame.pop("task")
+            recorder.add_frame({**frame, ACTION_KEY: action.astype(np.float32)}, task=task)
             observation, _, done, _ = env.step(action)
             if success_step is None and env._check_success():
                 success_step = step
@@ -218,10 +197,10 @@ class LiftRollout:
         return self.observation, bool(self.env._check_success()), bool(done)
 
     def policy_input(self, observation: Mapping[str, np.ndarray]) -> dict[str, Any]:
-        return self.adapter.observation_to_policy(observation)
+        return self.adapter.transforms.live_inputs(observation)
 
     def env_action(self, action: np.ndarray) -> np.ndarray:
-        return self.adapter.action_to_env(action)
+        return self.adapter.transforms.outputs(action)
 
     def render(self) -> np.ndarray:
         """The cameras side by side, upscaled for viewing."""

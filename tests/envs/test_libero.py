@@ -12,7 +12,8 @@ from fake_envs import make_exploding_libero_env
 from helpers import compose_train
 from libero_data import libero_assets
 
-from envs.libero.env import LiberoRolloutEnv, axis_angle
+from envs.libero.env import LiberoRolloutEnv
+from envs.libero.transforms import axis_angle
 from vla_train.rollout import ResultsFile, run_episodes, summarize
 from vla_train.training import build_env_adapter
 

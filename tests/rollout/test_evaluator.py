@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fake_envs import make_counting_env
+from fake_envs import make_counting_env, make_unrenderable_env
 
 from vla_train.rollout import EpisodeSpec, ResultsFile, run_episodes, summarize
 
@@ -113,6 +113,18 @@ def test_failures_are_retried_once_then_recorded(tmp_path: Path) -> None:
     assert "FloatingPointError" in by_task["raise-0"]["error"] and by_task["raise-0"]["attempts"] == 2
     assert "exited with code 3" in by_task["exit-0"]["error"] and by_task["exit-0"]["attempts"] == 2
     assert summarize(records).overall.errors == 2
+
+
+def test_an_env_that_is_not_a_rollout_env_is_named_with_what_it_lacks(tmp_path: Path) -> None:
+    records = run_episodes(
+        specs(["ok-0"], trials=1),
+        make_unrenderable_env,
+        StepPolicy(),
+        ResultsFile(tmp_path / "episodes.jsonl"),
+        worker_timeout=60,
+        progress=False,
+    )
+    assert "Unrenderable is not a RolloutEnv: it lacks ['render']" in records[0]["error"]
 
 
 def test_bad_inputs_fail_before_any_worker_starts(tmp_path: Path) -> None:

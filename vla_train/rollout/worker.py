@@ -4,13 +4,7 @@ The worker builds its environment itself (``spawn`` start: no renderer or OpenMP
 from the parent), keeps it while consecutive episodes share a task, executes whole action chunks
 open-loop, and writes its own videos, so that only policy inputs and chunks cross the pipe.
 
-A rollout environment (what ``env_factory(task)`` returns) provides:
-
-- ``reset(spec) -> observation`` — the protocol's start (seed, initial state, settle steps);
-- ``step(action) -> (observation, success, done)``;
-- ``policy_input(observation) -> dict`` — the policy's input layout, NumPy arrays and strings;
-- ``env_action(action) -> action`` — a policy action in the simulator's convention;
-- ``render() -> HxWx3 uint8`` and ``fps`` for videos; ``close()``.
+A rollout environment is what ``env_factory(task)`` returns: a :class:`RolloutEnv`.
 """
 
 from __future__ import annotations
@@ -22,13 +16,40 @@ import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from vla_train.rollout.episodes import EpisodeSpec
 
-EnvFactory = Callable[[str], Any]
+
+@runtime_checkable
+class RolloutEnv(Protocol):
+    """One task's environment as a worker drives it; ``policy_input`` and ``env_action`` are the
+    environment's transform pair (``envs/<env>/transforms.py``), the ones its training data uses."""
+
+    fps: int  # of the videos
+
+    def reset(self, spec: EpisodeSpec) -> Any:
+        """The protocol's start (seed, initial state, settle steps); returns the first observation."""
+
+    def step(self, action: np.ndarray) -> tuple[Any, bool, bool]:
+        """``(observation, success, done)`` after one action in the simulator's convention."""
+
+    def policy_input(self, observation: Any) -> dict[str, Any]:
+        """The policy's input: NumPy arrays and strings in the layout of a training sample."""
+
+    def env_action(self, action: np.ndarray) -> np.ndarray:
+        """One policy action ``(A,)`` in the simulator's convention."""
+
+    def render(self) -> np.ndarray:
+        """An ``(H, W, 3)`` uint8 video frame of the current state."""
+
+    def close(self) -> None: ...
+
+
+EnvFactory = Callable[[str], RolloutEnv]
+ROLLOUT_ENV_MEMBERS = [*RolloutEnv.__annotations__, *(n for n in vars(RolloutEnv) if not n.startswith("_"))]
 
 
 class WorkerDied(RuntimeError):
@@ -128,6 +149,9 @@ def worker_main(connection: Connection, env_factory: EnvFactory, video_dir: Path
                         env.close()
                     env, env_task = None, None
                     env, env_task = env_factory(spec.task), spec.task
+                    if not isinstance(env, RolloutEnv):
+                        missing = [m for m in ROLLOUT_ENV_MEMBERS if not hasattr(env, m)]
+                        raise TypeError(f"{type(env).__name__} is not a RolloutEnv: it lacks {missing}")
                 episode = _Episode(spec)
                 observation = env.reset(spec)
                 _record_frame(env, episode)

@@ -1,0 +1,89 @@
+"""LIBERO ↔ policy, one transform pair for the training data, the env workers and LIBERO-Plus clients.
+
+- :meth:`LiberoTransforms.frame`: a live simulator observation → the frame LIBERO's LeRobot datasets
+  store for it (``HuggingFaceVLA/libero``: upright images ``image`` = agent view, ``image2`` = wrist;
+  8-D state: end-effector position, axis-angle orientation, gripper finger positions);
+- :meth:`LiberoTransforms.inputs`: a frame as read → the policy input (cameras in ``env.cameras``
+  order), for dataset frames and live frames alike;
+- :meth:`LiberoTransforms.outputs`: a policy action → the simulator's (delta end-effector pose and
+  gripper, −1 open / +1 close, clipped to [−1, 1]).
+
+NumPy only, so that LIBERO-Plus env clients can import it from their own Python environment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from envs.layout import STATE_KEY, as_read, camera_key, stack_cameras
+
+#: dataset camera (``env.cameras``) → the simulator camera it was recorded from
+SIMULATOR_CAMERAS = {"image": "agentview", "image2": "robot0_eye_in_hand"}
+
+
+def axis_angle(quaternion_xyzw: np.ndarray) -> np.ndarray:
+    """Axis-angle vector of a unit quaternion, by the formula LIBERO datasets were recorded with
+    (angle ``2·acos(w)`` in [0, 2π), zero vector when the rotation is the identity)."""
+    w = float(np.clip(quaternion_xyzw[3], -1.0, 1.0))
+    sine = np.sqrt(1.0 - w * w)
+    if np.isclose(sine, 0.0):
+        return np.zeros(3)
+    return quaternion_xyzw[:3] * 2.0 * np.arccos(w) / sine
+
+
+def libero_state(observation: Mapping[str, np.ndarray]) -> np.ndarray:
+    return np.concatenate(
+        [
+            observation["robot0_eef_pos"],
+            axis_angle(np.asarray(observation["robot0_eef_quat"], dtype=np.float64)),
+            observation["robot0_gripper_qpos"],
+        ]
+    ).astype(np.float32)
+
+
+def upright(image: np.ndarray) -> np.ndarray:
+    """LIBERO renders upside down (OpenGL convention): rotate by 180°."""
+    return np.ascontiguousarray(image[::-1, ::-1])
+
+
+@dataclass(frozen=True)
+class LiberoTransforms:
+    """``cameras``: the dataset cameras the policy sees, in order (``env.cameras``)."""
+
+    cameras: tuple[str, ...] = ("image", "image2")
+
+    def __post_init__(self) -> None:
+        unknown = [camera for camera in self.cameras if camera not in SIMULATOR_CAMERAS]
+        if unknown:
+            raise ValueError(
+                f"env.cameras: LIBERO has no camera {unknown[0]!r}; it has {list(SIMULATOR_CAMERAS)}"
+            )
+
+    def frame(self, observation: Mapping[str, np.ndarray], instruction: str) -> dict[str, Any]:
+        """A live observation → the frame as the LIBERO datasets store it (images as written)."""
+        frame: dict[str, Any] = {
+            camera_key(camera): upright(observation[f"{SIMULATOR_CAMERAS[camera]}_image"])
+            for camera in self.cameras
+        }
+        frame[STATE_KEY] = libero_state(observation)
+        frame["task"] = instruction
+        return frame
+
+    def inputs(self, frame: Mapping[str, Any]) -> dict[str, Any]:
+        """A frame as read (a dataset row, or :meth:`live_inputs`' converted frame) → the policy input."""
+        return {
+            "images": stack_cameras(frame, self.cameras),
+            "state": frame[STATE_KEY],
+            "instruction": frame["task"],
+        }
+
+    def live_inputs(self, observation: Mapping[str, np.ndarray], instruction: str) -> dict[str, Any]:
+        """A live observation → the policy input, through the same :meth:`inputs` as the training data."""
+        return self.inputs(as_read(self.frame(observation, instruction)))
+
+    def outputs(self, action: np.ndarray) -> np.ndarray:
+        return np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
