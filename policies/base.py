@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -110,6 +111,8 @@ class BackboneOutput:
             head's query embeddings, when the head passed any (:meth:`ActionHead.backbone_queries`).
         layer_keys_values: per-layer attention keys and values ``L × ((B, kv_heads, T, d), …)``, rotary
             embedding applied, for a head that attends jointly with the backbone (π0.5's action expert).
+        vision_tokens: the context's first ``vision_tokens`` positions are image tokens, in every sample
+            (VLA-Adapter-Pro reads those as its task tokens).
     """
 
     tokens: torch.Tensor
@@ -117,6 +120,7 @@ class BackboneOutput:
     layer_tokens: tuple[torch.Tensor, ...] | None = None
     query_layer_tokens: tuple[torch.Tensor, ...] | None = None
     layer_keys_values: tuple[tuple[torch.Tensor, torch.Tensor], ...] | None = None
+    vision_tokens: int | None = None
 
 
 def with_queries(
@@ -134,13 +138,13 @@ def with_queries(
 
 
 def split_context_and_queries(
-    hidden_states: tuple[torch.Tensor, ...], context_mask: torch.Tensor
+    hidden_states: tuple[torch.Tensor, ...], context_mask: torch.Tensor, vision_tokens: int | None = None
 ) -> BackboneOutput:
     """Hidden states over ``[context, queries]`` → :class:`BackboneOutput` (queries last, if any)."""
     length = context_mask.size(1)
     context = tuple(h[:, :length] for h in hidden_states)
     queries = tuple(h[:, length:] for h in hidden_states) if hidden_states[0].size(1) > length else None
-    return BackboneOutput(context[-1], context_mask.bool(), context, queries)
+    return BackboneOutput(context[-1], context_mask.bool(), context, queries, vision_tokens=vision_tokens)
 
 
 def freeze_parts(parts: Mapping[str, Sequence[nn.Module]], requested: Iterable[str]) -> None:
@@ -234,6 +238,8 @@ class ActionHead(nn.Module):
 
     normalization: str = "mean_std"
     requires: frozenset[str] = frozenset()
+    #: feature → how to do without it (an option), added to the error when a backbone lacks it
+    requirement_hints: Mapping[str, str] = MappingProxyType({})
 
     @classmethod
     def random_init(cls, options: Mapping[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ FEATURES = {
     "layer_tokens": "per-layer hidden states over the context (layer_tokens)",
     "queries": "the head's query embeddings run after the instruction (query_layer_tokens)",
     "keys_values": "per-layer attention keys and values, for joint attention (layer_keys_values)",
+    "vision_tokens": "how many leading context tokens are image tokens (vision_tokens)",
 }
 
 
@@ -53,7 +54,9 @@ def check_fits(backbone: type, head: type, head_options: Mapping[str, Any]) -> N
     missing = sorted(required - provides)
     if missing:
         wanted = "; ".join(f"{name}: {FEATURES[name]}" for name in missing)
+        hints = getattr(head, "requirement_hints", {})
+        hint = "".join(f"; {hints[name]}" for name in missing if name in hints)
         raise IncompatibleParts(
             f"head {head.__name__} needs what backbone {backbone.__name__} does not offer ({wanted}). "
-            f"{backbone.__name__} offers {sorted(provides)}"
+            f"{backbone.__name__} offers {sorted(provides)}{hint}"
         )

@@ -20,7 +20,7 @@ from policies.backbones.architectures import GEMMA_300M_EXPERT, PALIGEMMA_3B
 from vla_train.options import build_policy, options
 
 #: the heads each full-size backbone's paper pairs it with
-PAPER_HEADS = {"prismatic_qwen25": ["l1", "flow"], "qwen3_vl": ["l1", "flow"], "pi05": ["pi05"]}
+PAPER_HEADS = {"prismatic_qwen25": ["l1", "flow"], "qwen3_vl": ["flow"], "pi05": ["pi05"]}
 #: (action_dim, state_dim, chunk_size) of each backbone's paper environment: LIBERO (env=libero_*) for
 #: VLA-Adapter and VLANeXt, DROID (env=droid) for π0.5; the heads' input and output layers depend on them
 ENV_SHAPES = {"prismatic_qwen25": (7, 8, 8), "qwen3_vl": (7, 8, 8), "pi05": (8, 8, 16)}

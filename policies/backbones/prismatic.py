@@ -86,6 +86,8 @@ class PrismaticBackbone(Backbone):
         freeze: ``vision`` and/or ``language`` to keep fixed.
     """
 
+    provides = frozenset({"layer_tokens", "queries", "vision_tokens"})  # images first, then the text
+
     @classmethod
     def random_init(cls, options: Mapping[str, Any]) -> dict[str, Any]:
         """Towers from timm's definitions, the default LM (Qwen2.5-0.5B) from its published config."""
@@ -187,7 +189,7 @@ class PrismaticBackbone(Backbone):
             output_hidden_states=True,
             use_cache=False,
         )
-        return split_context_and_queries(out.hidden_states, mask)
+        return split_context_and_queries(out.hidden_states, mask, vision_tokens=visual.size(1))
 
     def load_prismatic_checkpoint(self, path: str | Path) -> None:
         """Load a Prismatic training checkpoint (``torch.load(weights_only=True)``), mapped onto ours."""

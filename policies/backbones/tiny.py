@@ -32,6 +32,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class TinyBackbone(Backbone):
     """Random-init ViT + projector + Qwen2 decoder; ``hidden_size`` is the language model's width."""
 
+    provides = frozenset({"layer_tokens", "queries", "vision_tokens"})  # images first, then the text
+
     def __init__(
         self,
         image_size: int = 64,
@@ -123,7 +125,7 @@ class TinyBackbone(Backbone):
             position_ids=positions,
             output_hidden_states=True,
         )
-        return split_context_and_queries(out.hidden_states, mask)
+        return split_context_and_queries(out.hidden_states, mask, vision_tokens=visual.size(1))
 
     def optimizer_rules(self) -> OptimizerRules:
         return OptimizerRules(

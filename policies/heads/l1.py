@@ -14,7 +14,9 @@ trained policy has 179.3 M parameters (+ 38.6 M of frozen, unused ``film_gen``).
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -27,6 +29,29 @@ from policies.heads.vla_adapter_pro import ProActionPolicy
 from policies.vla_adapter_weights import load_vla_adapter_head
 from vla_train.optim import ModalityRule
 from vla_train.schemas import register_schema
+
+
+class TaskTokens(str, enum.Enum):
+    """Which context positions VLA-Adapter-Pro's blocks read as task tokens (``head.task_tokens``)."""
+
+    vision = "vision"  # the image tokens, as the official head (its first 512 positions)
+    all = "all"  # image and instruction tokens, padding masked
+
+
+def shifted_queries(
+    context_layers: tuple[torch.Tensor, ...],
+    context_mask: torch.Tensor,
+    query_layers: tuple[torch.Tensor, ...],
+) -> tuple[torch.Tensor, ...]:
+    """Each layer's query features one position early: the last real context token's, then queries
+    0 … Q−2 (whatever side the instruction is padded on)."""
+    positions = torch.arange(context_mask.size(1), device=context_mask.device)
+    last = (context_mask.long() * positions).argmax(dim=1)
+    rows = torch.arange(context_mask.size(0), device=context_mask.device)
+    return tuple(
+        torch.cat([context[rows, last].unsqueeze(1), query[:, :-1]], dim=1)
+        for context, query in zip(context_layers, query_layers, strict=True)
+    )
 
 
 class ActionQueryL1Head(ActionHead):
@@ -105,9 +130,18 @@ class L1RegressionHead(ActionQueryL1Head):
             first LayerNorm rescales it, so this sets the inputs' shape, not their size. 0 turns it off.
         checkpoint: a VLA-Adapter(-Pro) checkpoint directory to load the head, the proprio projector
             and the action queries from, strictly (:mod:`policies.vla_adapter_weights`).
+        task_tokens: which context positions the blocks read as task tokens: ``vision``, the image
+            tokens (the official head reads the first 512 positions: the image patches of both cameras),
+            or ``all`` (image and instruction tokens, padding masked).
+        shift_queries: read each action query's features one position early, as the official head
+            does (its slice is aligned for next-token prediction): the last instruction token's
+            features, then queries 0 … Q−2; False reads the queries' own positions.
     """
 
     weight_sources = ("checkpoint",)  # only where weights come from: the architecture is in the config
+    requirement_hints = MappingProxyType(
+        {"vision_tokens": "set head.task_tokens=all to read every context token instead"}
+    )
 
     @classmethod
     def random_init(cls, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -123,10 +157,13 @@ class L1RegressionHead(ActionQueryL1Head):
         heads: int = 8,
         input_noise_std: float = 0.02,
         checkpoint: str | None = None,
+        task_tokens: TaskTokens = TaskTokens.vision,
+        shift_queries: bool = True,
     ) -> None:
         super().__init__(num_queries, backbone.hidden_size)
         if input_noise_std < 0:
             raise ValueError(f"input_noise_std must be >= 0, got {input_noise_std}")
+        self.task_tokens, self.shift_queries = TaskTokens(task_tokens), shift_queries
         self.chunk_size, self.input_noise_std = chunk_size, input_noise_std
         self.proprio_projector = ProprioProjector(state_dim, backbone.hidden_size)
         self.model = ProActionPolicy(backbone.hidden_size, backbone.num_layers, action_dim, heads)
@@ -144,7 +181,24 @@ class L1RegressionHead(ActionQueryL1Head):
             )  # one draw for the whole batch, as the official head
             rows = rows + self.input_noise_std * noise
         proprio = self.proprio_projector(state).unsqueeze(1)
-        return self.model(rows, features.layer_tokens, features.mask, features.query_layer_tokens, proprio)
+        task_layers, task_mask = features.layer_tokens, features.mask
+        if self.task_tokens is TaskTokens.vision:
+            if features.vision_tokens is None:
+                raise ValueError("head.task_tokens=vision: the backbone did not say which tokens are images")
+            task_layers = tuple(h[:, : features.vision_tokens] for h in task_layers)
+            task_mask = task_mask[:, : features.vision_tokens]
+        queries = features.query_layer_tokens
+        if self.shift_queries:
+            queries = shifted_queries(features.layer_tokens, features.mask, queries)
+        return self.model(rows, task_layers, task_mask, queries, proprio)
+
+    @classmethod
+    def requirements(cls, options: Mapping[str, Any]) -> frozenset[str]:
+        """Per-layer tokens and the queries' features, and which tokens are images unless ``task_tokens``
+        is ``all``."""
+        if TaskTokens(options.get("task_tokens", TaskTokens.vision)) is TaskTokens.vision:
+            return cls.requires | {"vision_tokens"}
+        return cls.requires
 
     def optimizer_rules(self) -> OptimizerRules:
         """As the official run: the Pro policy is action (its output layer on AdamW), the proprio

@@ -17,6 +17,7 @@ from helpers import compose_train
 from hydra.utils import instantiate
 from safetensors.torch import save_file
 
+from policies.base import BackboneOutput
 from policies.contract import BackboneSpec
 from policies.heads.l1 import L1RegressionHead
 from policies.heads.vla_adapter_pro import ProBridgeBlock
@@ -213,3 +214,71 @@ def test_a_released_checkpoint_loads_strictly_into_head_l1(tmp_path: Path) -> No
         functools.partial(build, action_dim=4)(checkpoint=str(tmp_path / "ckpt"))
     with pytest.raises(FileNotFoundError, match="no such directory"):
         build(checkpoint=str(tmp_path / "nope"))
+
+
+def features_with_text(batch: int = 2, vision: int = 6, text: int = 4, queries: int = 5, width: int = 16):
+    """Hand-made backbone features over [6 image tokens, 4 instruction tokens] (the second sample's
+    instruction padded by two) and 5 queries, 3 hidden states."""
+    generator = torch.Generator().manual_seed(0)
+    context = tuple(torch.randn(batch, vision + text, width, generator=generator) for _ in range(3))
+    query = tuple(torch.randn(batch, queries, width, generator=generator) for _ in range(3))
+    mask = torch.ones(batch, vision + text, dtype=torch.bool)
+    mask[1, -2:] = False
+    return BackboneOutput(context[-1], mask, context, query, vision_tokens=vision)
+
+
+def open_gates(head: L1RegressionHead) -> L1RegressionHead:
+    for block in head.model.mlp_resnet_blocks:
+        block.gating_factor.data.fill_(1.0)  # task keys count from the start (the gate opens in training)
+    return head
+
+
+def test_official_slicing_reads_image_tokens_and_queries_one_position_early() -> None:
+    """As the official head: task tokens are the images only; query features come from one position
+    before each query — the last real instruction token, then queries 0..Q−2 (never the last)."""
+    head = open_gates(
+        L1RegressionHead(BackboneSpec(16, 2), action_dim=3, state_dim=4, chunk_size=2, num_queries=5, heads=2)
+    ).eval()
+    state = torch.zeros(2, 4)
+    base = features_with_text()
+    predict = lambda features: head.predict(features, state)  # noqa: E731
+    reference = predict(base)
+
+    def edited(layer_edit) -> BackboneOutput:
+        context = tuple(h.clone() for h in base.layer_tokens)
+        queries = tuple(h.clone() for h in base.query_layer_tokens)
+        layer_edit(context, queries)
+        return BackboneOutput(context[-1], base.mask, context, queries, vision_tokens=6)
+
+    def text_token(position):
+        return lambda context, queries: context[1][:, position].add_(1.0)
+
+    assert not torch.equal(predict(edited(text_token(0))), reference)  # an image token is read
+    unchanged = predict(edited(text_token(6)))  # an instruction token: neither a task token nor a query's
+    assert torch.equal(unchanged, reference)
+    last_real = predict(edited(text_token(7)))  # sample 1's last real token (its instruction padded by two)
+    assert torch.equal(last_real[0], reference[0]) and not torch.equal(last_real[1], reference[1])
+    last_query = predict(edited(lambda context, queries: queries[1][:, -1].add_(1.0)))
+    assert torch.equal(last_query, reference)  # the last query's own features are never read
+    unshifted = open_gates(
+        L1RegressionHead(
+            BackboneSpec(16, 2), 3, 4, 2, num_queries=5, heads=2, task_tokens="all", shift_queries=False
+        )
+    )
+    unshifted.load_state_dict(head.state_dict())
+    unshifted.eval()
+    assert not torch.equal(unshifted.predict(edited(text_token(6)), state), unshifted.predict(base, state))
+    assert not torch.equal(unshifted.predict(edited(text_token(0)), state), unshifted.predict(base, state))
+
+
+def test_backbones_without_leading_image_tokens_need_task_tokens_all(tmp_path: Path) -> None:
+    from helpers import compose_train
+    from hydra.errors import ConfigCompositionException
+
+    from vla_train.config import ConfigError, validate_config
+
+    with pytest.raises(ConfigError, match=r"vision_tokens.*head\.task_tokens=all"):
+        validate_config(compose_train(["backbone=qwen3_vl_tiny", "head=l1"], tmp_path))
+    validate_config(compose_train(["backbone=qwen3_vl_tiny", "head=l1", "head.task_tokens=all"], tmp_path))
+    with pytest.raises(ConfigCompositionException, match="task_tokens"):  # at compose time
+        compose_train(["head.task_tokens=text"], tmp_path)
