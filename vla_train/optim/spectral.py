@@ -292,18 +292,114 @@ class SpectralOptimizer(Optimizer):
             buckets.setdefault(key, []).append((param, blocks))
 
         spectral_map = self.spectral_map(group)
-        for ((rows, cols), device), members in buckets.items():
-            compute_dtype = resolve_compute_dtype(group["compute_dtype"], device)
-            stacked = torch.cat([blocks for _, blocks in members]).to(compute_dtype)
-            filtered = spectral_map(stacked)
-            step_size = group["lr"] * spectral_lr_scale(
-                group["lr_scale"], rows, cols, group["lr_scale_factor"]
-            )
-            start = 0
-            for param, blocks in members:
-                chunk = filtered[start : start + blocks.size(0)]
-                start += blocks.size(0)
-                update = merge_heads(chunk, layout).reshape(param.shape).to(param.dtype)
-                if group["weight_decay"]:
-                    param.mul_(1.0 - group["lr"] * group["weight_decay"])
-                param.add_(update, alpha=-step_size)
+        ranks = distributed_ranks()
+        if ranks is None:  # one bucket at a time: its filtered updates are freed before the next
+            for key, members in buckets.items():
+                self._apply(group, key, members, self._filter(group, spectral_map, key, members, layout))
+            return
+        # several processes: each filters the matrices it owns, then every rank gets every result
+        if not buckets:
+            return
+        owners = assign_owners([blocks for members in buckets.values() for _, blocks in members], ranks[1])
+        flat = iter(owners)
+        updates: dict[torch.Tensor, torch.Tensor] = {}
+        for key, members in buckets.items():
+            mine = [member for member in members if next(flat) == ranks[0]]
+            if mine:
+                updates.update(self._filter(group, spectral_map, key, mine, layout))
+        updates = share_updates(buckets, owners, updates, ranks)
+        for key, members in buckets.items():
+            self._apply(group, key, members, updates)
+
+    @staticmethod
+    def _filter(
+        group: dict[str, Any],
+        spectral_map: SpectralMap,
+        key: tuple[Any, ...],
+        members: list[tuple[torch.Tensor, torch.Tensor]],
+        layout: HeadLayout | None,
+    ) -> dict[torch.Tensor, torch.Tensor]:
+        """The spectral map on a bucket's blocks as one batched call; each parameter's update."""
+        _, device = key
+        stacked = torch.cat([blocks for _, blocks in members]).to(
+            resolve_compute_dtype(group["compute_dtype"], device)
+        )
+        filtered = spectral_map(stacked)
+        updates, start = {}, 0
+        for param, blocks in members:
+            chunk = filtered[start : start + blocks.size(0)]
+            start += blocks.size(0)
+            updates[param] = merge_heads(chunk, layout).reshape(param.shape).to(param.dtype)
+        return updates
+
+    @staticmethod
+    def _apply(
+        group: dict[str, Any],
+        key: tuple[Any, ...],
+        members: list[tuple[torch.Tensor, torch.Tensor]],
+        updates: Mapping[torch.Tensor, torch.Tensor],
+    ) -> None:
+        """Decoupled weight decay and ``θ ← θ − lr · scale(m, n) · update``."""
+        (rows, cols), _ = key
+        step_size = group["lr"] * spectral_lr_scale(group["lr_scale"], rows, cols, group["lr_scale_factor"])
+        for param, _ in members:
+            if group["weight_decay"]:
+                param.mul_(1.0 - group["lr"] * group["weight_decay"])
+            param.add_(updates[param], alpha=-step_size)
+
+
+def distributed_ranks() -> tuple[int, int] | None:
+    """``(rank, world size)`` when several processes train together (DDP), else None."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return None
+    world = torch.distributed.get_world_size()
+    return (torch.distributed.get_rank(), world) if world > 1 else None
+
+
+def spectral_cost(blocks: torch.Tensor) -> int:
+    """Multiply-adds of one Newton–Schulz step on ``(heads, m, n)`` blocks, up to a constant:
+    ``heads · min(m, n)² · max(m, n)`` (the Gram matrix and its products are on the smaller side)."""
+    heads, rows, cols = blocks.shape
+    return heads * min(rows, cols) ** 2 * max(rows, cols)
+
+
+def assign_owners(items: list[torch.Tensor], world: int) -> list[int]:
+    """The rank that filters each matrix (its ``(heads, m, n)`` blocks), balancing the spectral work,
+    not the tensor count: the largest first, each to the least-loaded rank (ties: the lowest rank) —
+    the same assignment on every rank."""
+    costs = [spectral_cost(blocks) for blocks in items]
+    owners, loads = [0] * len(items), [0] * world
+    for index in sorted(range(len(items)), key=lambda i: (-costs[i], i)):
+        rank = min(range(world), key=lambda r: (loads[r], r))
+        owners[index] = rank
+        loads[rank] += costs[index]
+    return owners
+
+
+def share_updates(
+    buckets: Mapping[Any, list[tuple[torch.Tensor, torch.Tensor]]],
+    owners: list[int],
+    updates: dict[torch.Tensor, torch.Tensor],
+    ranks: tuple[int, int],
+) -> dict[torch.Tensor, torch.Tensor]:
+    """Every rank's filtered matrices to every rank: one all-gather of each rank's updates, flattened
+    and padded to the longest (exact: the updates travel in their own dtype)."""
+    rank, world = ranks
+    params = [param for members in buckets.values() for param, _ in members]
+    by_owner: list[list[torch.Tensor]] = [[] for _ in range(world)]
+    for param, owner in zip(params, owners, strict=True):
+        by_owner[owner].append(param)
+    sizes = [sum(p.numel() for p in owned) for owned in by_owner]
+    reference = params[0]
+    local = torch.zeros(max(sizes), dtype=reference.dtype, device=reference.device)
+    if by_owner[rank]:
+        local[: sizes[rank]] = torch.cat([updates[p].reshape(-1) for p in by_owner[rank]])
+    gathered = [torch.empty_like(local) for _ in range(world)]
+    torch.distributed.all_gather(gathered, local)
+    shared: dict[torch.Tensor, torch.Tensor] = {}
+    for owner, owned in enumerate(by_owner):
+        offset = 0
+        for param in owned:
+            shared[param] = gathered[owner][offset : offset + param.numel()].view_as(param)
+            offset += param.numel()
+    return shared
