@@ -1,8 +1,10 @@
-"""Time one training step (forward + backward + optimizer) of a full-size policy, random weights.
+"""Time one training step of a full-size policy, random weights: forward + backward, then the step of
+the configured modality-wise optimizer (``--optimizer``, default ``pion``), and the peak memory.
 
 Builds the published architectures without downloading weights (as ``param_counts.py`` does), fp32
-weights under bf16 autocast, as the trainer runs on a GPU, and reports the median
-step time and the peak GPU memory. The ``_tiny`` backbones run anywhere (that is how it is tested).
+weights under bf16 autocast on GPUs, as the trainer runs, and reports the medians of both parts and
+the peak GPU memory (on a CPU, the process's peak RSS). The ``_tiny`` backbones run anywhere (that is
+how it is tested).
 
     python scripts/bench_step.py --backbone prismatic_qwen25 --head l1 --batch 8     # VLA-Adapter, GPU
     python scripts/bench_step.py --backbone qwen3_vl --head flow --batch 8           # VLANeXt, GPU
@@ -12,13 +14,15 @@ step time and the peak GPU memory. The ``_tiny`` backbones run anywhere (that is
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import time
 
 import torch
+from hydra.utils import instantiate
 
 from policies.vla_policy import VLAPolicy
-from vla_train.options import build_policy, options
+from vla_train.options import build_policy, option_node, options
 
 
 def build(backbone_name: str, head_name: str, chunk: int, device: torch.device) -> VLAPolicy:
@@ -39,6 +43,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--cameras", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--optimizer", default="pion", choices=options("optimizer"))
+    parser.add_argument(
+        "--autocast", default="auto", choices=["auto", "bf16", "no"], help="auto: bf16 on GPUs, none on CPUs"
+    )
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -51,37 +59,57 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "actions": torch.randn(args.batch, args.chunk, 7, device=device),
         "action_is_pad": torch.zeros(args.batch, args.chunk, dtype=torch.bool, device=device),
     }
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-5)
-    before = {name: p.detach().clone() for name, p in policy.named_parameters() if p.requires_grad}
-    timings = []
+    rules = policy.optimizer_rules()
+    optimizer = instantiate(option_node("optimizer", args.optimizer))(
+        policy, rules.modality_rules, adamw_patterns=rules.adamw_patterns, per_head_rules=rules.per_head_rules
+    )
+    before = checksums(policy)
+    autocast = args.autocast == "bf16" or (args.autocast == "auto" and device.type == "cuda")
+    forward_backward, optimizer_step = [], []
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    for _ in range(args.steps + 1):  # the first step warms up kernels and allocations
+    for _ in range(args.steps + 1):  # the first step warms up kernels and allocates optimizer state
         start = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             loss = policy(batch)
         loss.backward()
+        synchronize(device)
+        middle = time.perf_counter()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        timings.append(time.perf_counter() - start)
-    trained = {name: p for name, p in policy.named_parameters() if p.requires_grad}
+        synchronize(device)
+        forward_backward.append(middle - start)
+        optimizer_step.append(time.perf_counter() - middle)
+    after = checksums(policy)
     result = {
         # tensors the timed steps changed: a step that skipped backward or the optimizer would be cheap
-        "changed_fraction": sum(not torch.equal(before[n], trained[n]) for n in before) / len(before),
+        "changed_fraction": sum(before[n] != after[n] for n in before) / len(before),
         "parameters_m": sum(p.numel() for p in policy.parameters()) / 1e6,
-        "step_ms": 1000 * statistics.median(timings[1:]),
+        "forward_backward_ms": 1000 * statistics.median(forward_backward[1:]),
+        "optimizer_ms": 1000 * statistics.median(optimizer_step[1:]),
         "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30
         if device.type == "cuda"
-        else float("nan"),
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,  # the process's peak RSS
     }
+    result["step_ms"] = result["forward_backward_ms"] + result["optimizer_ms"]
+    memory = "peak GPU memory" if device.type == "cuda" else "peak RSS"
     print(
-        f"{args.backbone} + {args.head}, batch {args.batch} × {args.cameras} cameras on {device}: "
-        f"{result['parameters_m']:.0f} M parameters, {result['step_ms']:.0f} ms per step "
-        f"(median of {args.steps}), peak memory {result['peak_gib']:.1f} GiB"
+        f"{args.backbone} + {args.head}, optimizer={args.optimizer}, batch {args.batch} × {args.cameras} "
+        f"cameras on {device}: {result['parameters_m']:.0f} M parameters; medians of {args.steps} steps: "
+        f"forward+backward {result['forward_backward_ms']:.0f} ms, "
+        f"optimizer {result['optimizer_ms']:.0f} ms; {memory} {result['peak_gib']:.1f} GiB"
     )
     return result
+
+
+def checksums(policy: VLAPolicy) -> dict[str, float]:
+    """One float64 sum per trainable tensor: tells a changed tensor without a second copy of the model."""
+    return {n: p.detach().double().sum().item() for n, p in policy.named_parameters() if p.requires_grad}
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 if __name__ == "__main__":

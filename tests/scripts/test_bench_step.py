@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 from bench_step import main
 
@@ -13,4 +11,5 @@ def test_bench_step_times_a_training_step_on_cpu(backbone: str, head: str) -> No
     result = main(["--backbone", backbone, "--head", head, "--batch", "2", "--steps", "1", "--device", "cpu"])
     assert result["step_ms"] > 0 and result["parameters_m"] > 0
     assert result["changed_fraction"] > 0.5  # the timed steps trained it (zero-gated parts wait: flow)
-    assert math.isnan(result["peak_gib"])  # peak memory is a GPU measurement
+    assert result["forward_backward_ms"] > 0 and result["optimizer_ms"] > 0
+    assert 0.1 < result["peak_gib"] < 64  # on a CPU the process's peak RSS
