@@ -53,7 +53,8 @@ def lift_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def libero_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two libero_object tasks × 2 random-walk episodes × 12 frames at 64 px, recorded once per session."""
+    """Two libero_object tasks × 2 random-walk episodes × 12 frames at 64 px as PNG frames, recorded once
+    per session."""
     from libero_data import libero_assets, record_libero_dataset
 
     from envs.libero.env import LiberoSettings
@@ -61,4 +62,17 @@ def libero_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     settings = LiberoSettings(camera_size=64, hard_reset=False, assets_dir=str(libero_assets()))
     root = tmp_path_factory.mktemp("data") / "libero"
     record_libero_dataset(root, settings, "libero_object", tasks=[0, 1], episodes=2, steps=12)
+    return root
+
+
+@pytest.fixture(scope="session")
+def libero_video_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same recording as ``libero_dataset`` with MP4 cameras, as the default copy (``lerobot/libero``)."""
+    from libero_data import libero_assets, record_libero_dataset
+
+    from envs.libero.env import LiberoSettings
+
+    settings = LiberoSettings(camera_size=64, hard_reset=False, assets_dir=str(libero_assets()))
+    root = tmp_path_factory.mktemp("data") / "libero_video"
+    record_libero_dataset(root, settings, "libero_object", tasks=[0, 1], episodes=2, steps=12, video=True)
     return root

@@ -1,4 +1,5 @@
-"""LIBERO test data: the shared assets fixture, and small datasets in the layout of HuggingFaceVLA/libero."""
+"""LIBERO test data: the shared assets fixture, and small datasets in the layouts of lerobot/libero
+(MP4 video) and HuggingFaceVLA/libero (PNG frames)."""
 
 from __future__ import annotations
 
@@ -22,21 +23,23 @@ def libero_assets() -> Path:
 
 
 def record_libero_dataset(
-    root: Path, settings, suite: str, tasks: list[int], episodes: int, steps: int
+    root: Path, settings, suite: str, tasks: list[int], episodes: int, steps: int, video: bool = False
 ) -> None:
-    """Random-walk episodes of real LIBERO tasks, recorded as the LeRobot LIBERO datasets store them."""
+    """Random-walk episodes of real LIBERO tasks, recorded as the LeRobot LIBERO datasets store them:
+    cameras as MP4 video (``lerobot/libero``) or as PNG frames (``HuggingFaceVLA/libero``)."""
     from envs.libero.env import LiberoRolloutEnv, task_key
     from vla_train.data.lerobot_io import DatasetRecorder, image_feature, vector_feature
 
     size = settings.camera_size
     features = {
-        "observation.images.image": image_feature(size, size),
-        "observation.images.image2": image_feature(size, size),
+        "observation.images.image": image_feature(size, size, video=video),
+        "observation.images.image2": image_feature(size, size, video=video),
         "observation.state": vector_feature([f"s{i}" for i in range(8)]),
         "action": vector_feature([f"a{i}" for i in range(7)]),
     }
     rng = np.random.default_rng(0)
-    with DatasetRecorder(root, "local/libero", 10, features, robot_type="panda") as recorder:
+    recorder = DatasetRecorder(root, "local/libero", 10, features, robot_type="panda", video=video)
+    with recorder:
         for task in tasks:
             env = LiberoRolloutEnv(task_key(suite, task), settings)
             try:

@@ -62,6 +62,9 @@ OFFICIAL = {
         "trainer.min_lr_ratio": 0.0,
         "trainer.max_grad_norm": 1.0,
         "trainer.seed": 2026,
+        # the same config's model.dct_loss_weight; config/libero_bench_config.yaml diffusion_steps
+        "head.dct_loss_weight": 0.1,
+        "head.num_inference_steps": 5,
     },
     # VLA/openpi/scripts/run_pion.sh (warmup 1000, peak 2.5e-5, decay 30000 to 2.5e-6, 20000 steps),
     # src/openpi/training/config.py (batch 32, pytorch_muon_scale_factor 2.0, promotion steps 0, seed 42),

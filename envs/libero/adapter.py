@@ -1,8 +1,9 @@
 """``env=libero_*``: LIBERO's LeRobot training data and its standard evaluation protocol.
 
-Training data: a LeRobot dataset in the layout of ``HuggingFaceVLA/libero`` (all four suites, 40
-tasks: ``observation.images.image`` agent view, ``observation.images.image2`` wrist, 8-D
-``observation.state``, 7-D ``action``, 10 fps), restricted to the episodes of the configured suite.
+Training data: a LeRobot dataset in the layout of ``lerobot/libero`` (MP4 video; ``HuggingFaceVLA/libero``
+holds the same data as PNG frames; all four suites, 40 tasks: ``observation.images.image`` agent view,
+``observation.images.image2`` wrist, 8-D ``observation.state``, 7-D ``action``, 10 fps), restricted to the
+episodes of the configured suite.
 Normalization statistics are the dataset's (all suites), as VLANeXt's "mixed" statistics.
 
 Evaluation: ``eval.episodes`` trials per task from the task's fixed initial states 0, 1, …, each with

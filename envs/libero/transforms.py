@@ -1,8 +1,9 @@
 """LIBERO ↔ policy, one transform pair for the training data, the env workers and LIBERO-Plus clients.
 
 - :meth:`LiberoTransforms.frame`: a live simulator observation → the frame LIBERO's LeRobot datasets
-  store for it (``HuggingFaceVLA/libero``: upright images ``image`` = agent view, ``image2`` = wrist;
-  8-D state: end-effector position, axis-angle orientation, gripper finger positions);
+  store for it (``lerobot/libero`` and ``HuggingFaceVLA/libero`` alike: upright images ``image`` =
+  agent view, ``image2`` = wrist; 8-D state: end-effector position, axis-angle orientation, gripper
+  finger positions);
 - :meth:`LiberoTransforms.inputs`: a frame as read → the policy input (cameras in ``env.cameras``
   order), for dataset frames and live frames alike;
 - :meth:`LiberoTransforms.outputs`: a policy action → the simulator's (delta end-effector pose and

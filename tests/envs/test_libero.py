@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from fake_envs import make_exploding_libero_env
 from helpers import compose_train
 from libero_data import libero_assets
@@ -129,6 +130,23 @@ def test_dataset_frames_and_live_observations_share_one_layout(libero_dataset: P
     assert sample["actions"].shape == (cfg.env.chunk_size, 7)
 
 
+def test_the_video_copy_reads_as_the_png_copy(
+    libero_dataset: Path, libero_video_dataset: Path, tmp_path
+) -> None:
+    """lerobot/libero (MP4, the default) and HuggingFaceVLA/libero (PNG) hold the same frames under the
+    same keys: the same recording read from either gives the same sample up to video compression."""
+    samples = []
+    for root in (libero_dataset, libero_video_dataset):
+        cfg = libero_cfg(tmp_path, f"env.dataset.root={root}", "env.image_size=64")
+        samples.append(build_env_adapter(cfg.env).training_data().dataset[5])
+    png, video = samples
+    assert png["images"].shape == video["images"].shape == (2, 3, 64, 64)
+    assert (png["images"] - video["images"]).abs().mean() < 0.03  # lossy, but upright and in camera order
+    assert (png["images"] - video["images"].flip(-2)).abs().mean() > 0.03  # a flipped frame would show
+    torch.testing.assert_close(png["state"], video["state"])
+    torch.testing.assert_close(png["actions"], video["actions"])
+
+
 def test_axis_angle_matches_the_rotation_vector() -> None:
     from scipy.spatial.transform import Rotation
 
@@ -147,12 +165,14 @@ def test_missing_assets_name_the_setting_and_the_variable(tmp_path: Path, monkey
         resolve_assets(str(tmp_path))
 
 
-def test_a_tiny_policy_trains_on_libero_data_and_is_evaluated(libero_dataset: Path, tmp_path: Path) -> None:
+def test_a_tiny_policy_trains_on_libero_data_and_is_evaluated(
+    libero_video_dataset: Path, tmp_path: Path
+) -> None:
     from vla_train import train
 
     cfg = libero_cfg(
         tmp_path,
-        f"env.dataset.root={libero_dataset}",
+        f"env.dataset.root={libero_video_dataset}",
         "env.image_size=64",
         "backbone=tiny",
         "backbone.image_size=64",

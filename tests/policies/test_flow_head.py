@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import pytest
 import torch
 
 from policies.base import BackboneOutput
@@ -106,3 +109,47 @@ def test_euler_integration_from_noise_at_t0_to_actions_at_t1() -> None:
     noise = torch.randn(BATCH, 4, 7, generator=torch.Generator().manual_seed(7))
     torch.testing.assert_close(sample, noise + 0.5)
     assert times == [0.0, 0.25, 0.5, 0.75]
+
+
+def test_dct_loss_adds_the_implied_clean_chunk_error_in_the_dct_basis() -> None:
+    """VLANeXt's auxiliary term: â1 = a_t + (1−t)·v̂ against a1, after an orthonormal DCT-II along time.
+    Checked against a DCT written out here from its definition, and against the time domain (Parseval)."""
+    from policies.heads.flow import dct_loss
+
+    steps = 4
+    basis = torch.tensor(
+        [
+            [
+                (0.5 if f == 0 else 1.0) ** 0.5
+                * (2 / steps) ** 0.5
+                * math.cos(math.pi * (2 * n + 1) * f / (2 * steps))
+                for n in range(steps)
+            ]
+            for f in range(steps)
+        ]
+    )
+    predicted, target = torch.randn(BATCH, steps, 7), torch.randn(BATCH, steps, 7)
+    pad = torch.tensor([[False] * 4, [False, False, True, True]])
+    residual = (predicted - target) * (~pad).unsqueeze(-1)
+    by_definition = torch.einsum("ft,bta->bfa", basis, residual).pow(2).sum() / (6 * 7)
+    torch.testing.assert_close(dct_loss(predicted, target, pad), by_definition)
+    torch.testing.assert_close(dct_loss(predicted, target, pad), ((predicted - target) ** 2)[~pad].mean())
+
+    actions = torch.randn(BATCH, steps, 7)
+    flow = head(dct_loss_weight=0.1)
+    flow.velocity = lambda context, mask, state, noisy, t: torch.ones_like(noisy)
+    loss = flow.loss(
+        features(), torch.randn(BATCH, 5), actions, pad, generator=torch.Generator().manual_seed(3)
+    )
+    generator = torch.Generator().manual_seed(3)
+    noise = torch.randn(actions.shape, generator=generator)
+    t = torch.rand(BATCH, generator=generator).view(-1, 1, 1)
+    implied = t * actions + (1 - t) * noise + (1 - t)
+    expected = ((1 - (actions - noise)) ** 2)[~pad].mean() + 0.1 * ((implied - actions) ** 2)[~pad].mean()
+    torch.testing.assert_close(loss, expected)
+
+
+def test_dct_loss_weight_must_be_a_finite_non_negative_number() -> None:
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=r"head\.dct_loss_weight"):
+            head(dct_loss_weight=bad)
