@@ -5,7 +5,13 @@ Structure, as in the Prismatic VLMs that VLA-Adapter starts from:
   SigLIP So400m/14 (mean = std = 0.5); each contributes its **second-to-last** block's patch tokens
   (prefix tokens dropped), concatenated along the feature axis (1024 + 1152 = 2176 per patch);
 - a 3-layer GELU MLP projects them to the language model's width (2176 → 8704 → 896 → 896);
-- Qwen2.5 runs causally over ``[image patches of every camera, instruction tokens]``.
+- Qwen2.5 runs causally over the prompt with the image patches of every camera after its first
+  token: ``[<|im_start|>, patches, "system\n…user\nWhat action should the robot take to
+  {instruction}?<|im_end|>\n<|im_start|>assistant\n"]``, as VLA-Adapter's official training builds
+  it (``QwenPromptBuilder`` with the "openvla" system prompt, the instruction lower-cased, the empty
+  response's trailing tokens dropped; Prismatic splices the patches in after the first token, where
+  other LMs have BOS). ``prompt="{instruction}"`` with ``image_position=0`` is the plain layout
+  ``[patches, instruction]``.
 
 Weights: the vision towers come from timm's pretrained weights, the language model from its hub id,
 and ``checkpoint`` (a Prismatic ``.pt`` whose ``model`` dict holds ``projector`` and ``llm_backbone``,
@@ -39,6 +45,15 @@ from policies.base import (
 )
 from vla_train.optim import ModalityRule
 from vla_train.schemas import register_schema
+
+#: VLA-Adapter's prompt (prismatic/vla/datasets/datasets.py RLDSBatchTransform with QwenPromptBuilder):
+#: the chat turns up to the assistant's, whose empty response (" <|im_end|><|endoftext|>", three tokens
+#: under Qwen2's pre-tokenizer) the official transform deletes before appending its action tokens.
+OFFICIAL_PROMPT = (
+    "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+    "<|im_start|>user\nWhat action should the robot take to {instruction}?<|im_end|>\n"
+    "<|im_start|>assistant\n"
+)
 
 TOWER_NORMALIZATION = {
     "dino": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
@@ -84,9 +99,17 @@ class PrismaticBackbone(Backbone):
         dtype, attn_implementation: weights' dtype and the LM's attention kernel.
         gradient_checkpointing: recompute activations in the towers and the LM to save memory.
         freeze: ``vision`` and/or ``language`` to keep fixed.
+        prompt: the text around the instruction (``{instruction}`` marks its place).
+        lowercase_instruction: lower-case the instruction first (the official transform does).
+        image_position: how many prompt tokens come before the image patches (official: 1).
+        max_prompt_tokens: the longest prompt accepted; a longer one is an error, never truncated.
+
+    ``vision_tokens`` (what ``head.task_tokens=vision`` reads) counts the patches, and the head reads
+    that many leading positions: with the official layout these are ``<|im_start|>`` and all patches
+    but the last, exactly the slice VLA-Adapter's official head reads.
     """
 
-    provides = frozenset({"layer_tokens", "queries", "vision_tokens"})  # images first, then the text
+    provides = frozenset({"layer_tokens", "queries", "vision_tokens"})
 
     @classmethod
     def random_init(cls, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -110,12 +133,20 @@ class PrismaticBackbone(Backbone):
         attn_implementation: str = "sdpa",
         gradient_checkpointing: bool = False,
         freeze: tuple[str, ...] | list[str] = (),
-        max_instruction_tokens: int = 64,
+        prompt: str = OFFICIAL_PROMPT,
+        lowercase_instruction: bool = True,
+        image_position: int = 1,
+        max_prompt_tokens: int = 256,
     ) -> None:
         super().__init__()
+        if prompt.count("{instruction}") != 1:
+            raise ValueError(f"backbone.prompt must contain '{{instruction}}' once, got {prompt!r}")
+        if image_position < 0:
+            raise ValueError(f"backbone.image_position must be >= 0, got {image_position}")
         overrides = plain_config(vision_overrides) or {}
         self.image_size = image_size
-        self.max_instruction_tokens = max_instruction_tokens
+        self.prompt, self.lowercase_instruction = prompt, lowercase_instruction
+        self.image_position, self.max_prompt_tokens = image_position, max_prompt_tokens
         self.dino = second_to_last_layer_tower(
             dino_model, image_size, pretrained_vision, overrides.get("dino")
         )
@@ -132,6 +163,7 @@ class PrismaticBackbone(Backbone):
                 language_model, dtype=getattr(torch, dtype), attn_implementation=attn_implementation
             )
             self.tokenizer = AutoTokenizer.from_pretrained(language_model)
+        self.tokenizer.padding_side = "right"  # the prompt's first tokens stay in place for image_position
         self.hidden_size = self.language.config.hidden_size
         self.num_layers = self.language.config.num_hidden_layers
         self.projector = FusedProjector(self.dino.embed_dim + self.siglip.embed_dim, self.hidden_size)
@@ -168,19 +200,12 @@ class PrismaticBackbone(Backbone):
         fused = torch.cat(patches, dim=-1)  # (B·cams, patches, 2176)
         visual = self.projector(fused.to(self.projector.fc1.weight.dtype))
         visual = visual.reshape(batch, cameras * visual.size(1), visual.size(2))
-        text = self.tokenizer(
-            list(instructions),
-            padding="longest",
-            truncation=True,
-            max_length=self.max_instruction_tokens,
-            return_tensors="pt",
-        ).to(images.device)
-        embeds = torch.cat(
-            [visual.to(self.language.dtype), self.language.get_input_embeddings()(text.input_ids)], 1
-        )
-        mask = torch.cat(
-            [torch.ones(visual.shape[:2], dtype=torch.long, device=images.device), text.attention_mask], dim=1
-        )
+        text = self.tokenize(instructions).to(images.device)
+        words = self.language.get_input_embeddings()(text.input_ids)
+        split = self.image_position
+        embeds = torch.cat([words[:, :split], visual.to(words.dtype), words[:, split:]], 1)
+        image_mask = torch.ones(visual.shape[:2], dtype=torch.long, device=images.device)
+        mask = torch.cat([text.attention_mask[:, :split], image_mask, text.attention_mask[:, split:]], 1)
         all_embeds, all_mask, positions = with_queries(embeds, mask, queries)
         out = self.language.model(
             inputs_embeds=all_embeds,
@@ -190,6 +215,27 @@ class PrismaticBackbone(Backbone):
             use_cache=False,
         )
         return split_context_and_queries(out.hidden_states, mask, vision_tokens=visual.size(1))
+
+    def tokenize(self, instructions: list[str]) -> Any:
+        """The prompts, right-padded; an instruction too long for ``max_prompt_tokens`` is an error."""
+        prompts = [
+            self.prompt.format(instruction=text.lower() if self.lowercase_instruction else text)
+            for text in instructions
+        ]
+        tokens = self.tokenizer(prompts, padding="longest", return_tensors="pt")
+        lengths = tokens.attention_mask.sum(1)
+        if int(lengths.max()) > self.max_prompt_tokens:
+            longest = prompts[int(lengths.argmax())]
+            raise ValueError(
+                f"a prompt of {int(lengths.max())} tokens exceeds backbone.max_prompt_tokens="
+                f"{self.max_prompt_tokens} (raise it): {longest!r}"
+            )
+        if int(lengths.min()) < self.image_position:
+            raise ValueError(
+                f"backbone.image_position={self.image_position} is past the end of a "
+                f"{int(lengths.min())}-token prompt"
+            )
+        return tokens
 
     def load_prismatic_checkpoint(self, path: str | Path) -> None:
         """Load a Prismatic training checkpoint (``torch.load(weights_only=True)``), mapped onto ours."""

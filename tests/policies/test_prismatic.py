@@ -113,3 +113,45 @@ def test_gradient_checkpointing_and_freezing_keep_the_right_gradients(tmp_path: 
     assert backbone.projector.fc1.weight.grad is not None
     with pytest.raises(InstantiationException, match="unknown part 'wheels'"):
         tiny_backbone(tmp_path, freeze=["wheels"])
+
+
+def test_official_prompt_and_image_placement(tmp_path: Path) -> None:
+    """VLA-Adapter's official training sequence: <|im_start|>, the patches, then the rest of the Qwen chat
+    prompt (QwenPromptBuilder, "openvla" system prompt, lower-cased instruction, the assistant turn open)."""
+    official = (
+        "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+        "<|im_start|>user\nWhat action should the robot take to put the bowl on the plate?<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+    backbone = tiny_backbone(tmp_path).eval()
+    tokens = backbone.tokenize(["Put the bowl on the plate", "open the drawer"])
+    assert backbone.tokenizer.decode(tokens.input_ids[0], skip_special_tokens=True) == official
+    seen = {}
+    backbone.language.model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.update(kwargs), with_kwargs=True
+    )
+    images = torch.rand(2, 2, 3, 56, 56)
+    out = backbone(images, ["Put the bowl on the plate", "open the drawer"])
+    words = backbone.language.get_input_embeddings()(tokens.input_ids)
+    patches = 2 * 16  # two cameras of 4×4 patches
+    embeds, mask = seen["inputs_embeds"], seen["attention_mask"]
+    torch.testing.assert_close(embeds[:, 0], words[:, 0])
+    torch.testing.assert_close(embeds[:, 1 + patches :], words[:, 1:])
+    assert mask[:, 1 : 1 + patches].all() and torch.equal(
+        mask[:, 1 + patches :], tokens.attention_mask[:, 1:]
+    )
+    assert out.vision_tokens == patches  # the head's task tokens: <|im_start|> and all patches but the last
+
+    plain = tiny_backbone(tmp_path, prompt="{instruction}", image_position=0, lowercase_instruction=False)
+    assert (
+        plain.tokenizer.decode(plain.tokenize(["Open it"]).input_ids[0], skip_special_tokens=True)
+        == "Open it"
+    )
+
+
+def test_a_prompt_too_long_is_refused_naming_the_option(tmp_path: Path) -> None:
+    backbone = tiny_backbone(tmp_path, max_prompt_tokens=200)
+    with pytest.raises(ValueError, match=r"backbone\.max_prompt_tokens=200"):
+        backbone.tokenize(["pick up the " + "very " * 40 + "red block"])
+    with pytest.raises(InstantiationException, match=r"backbone\.prompt"):
+        tiny_backbone(tmp_path, prompt="no placeholder")
