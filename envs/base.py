@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from envs.layout import ACTION_KEY, STATE_KEY, camera_key
 from vla_train.data.cache import InMemoryDataset
 from vla_train.data.lerobot_io import TransformedDataset, dataset_statistics, load_lerobot_dataset
-from vla_train.rollout import EpisodeSpec, RolloutEnv
+from vla_train.rollout import EpisodeSpec, RolloutEnv, with_state_history
 
 
 @dataclass
@@ -36,7 +36,8 @@ class EnvAdapter:
     """Base class of ``env.adapter`` classes; built with the whole ``env`` config group.
 
     A policy sample / observation is a dict with ``images`` ``(cameras, 3, H, W)`` float in [0, 1],
-    ``state`` ``(S,)`` float, ``instruction`` str, and for training ``actions`` ``(chunk, A)`` and
+    ``state`` ``(S,)`` float (``(state_history, S)`` with ``env.state_history`` > 1, the current
+    state last), ``instruction`` str, and for training ``actions`` ``(chunk, A)`` and
     ``action_is_pad`` ``(chunk,)``.
     """
 
@@ -51,7 +52,15 @@ class EnvAdapter:
         """``env.dataset`` as policy samples: action chunks of ``chunk_size``, the dataset's statistics,
         :meth:`sample_to_policy` applied per frame, cached in memory when ``dataset.cache_in_memory``."""
         dataset_cfg = self.cfg.dataset
-        frames = load_lerobot_dataset(dataset_cfg.repo_id, root, ACTION_KEY, self.cfg.chunk_size, episodes)
+        frames = load_lerobot_dataset(
+            dataset_cfg.repo_id,
+            root,
+            ACTION_KEY,
+            self.cfg.chunk_size,
+            episodes,
+            state_key=STATE_KEY,
+            state_history=self.cfg.get("state_history", 1),
+        )
         self.check_dataset_layout(frames.meta, root or dataset_cfg.repo_id)
         stats = dataset_statistics(frames, [STATE_KEY, ACTION_KEY])
         dataset: torch.utils.data.Dataset = TransformedDataset(frames, self.sample_to_policy)
@@ -93,7 +102,13 @@ class EnvAdapter:
         raise NotImplementedError
 
     def env_factory(self) -> Callable[[str], Any]:
-        """Picklable ``task -> rollout env`` for the spawned env workers."""
+        """Picklable ``task -> rollout env`` for the spawned env workers, its inputs carrying the last
+        ``env.state_history`` states when that is more than one."""
+        factory, history = self.simulator_factory(), self.cfg.get("state_history", 1)
+        return functools.partial(with_state_history, factory, history) if history > 1 else factory
+
+    def simulator_factory(self) -> Callable[[str], Any]:
+        """Picklable ``task -> rollout env`` as the simulator gives it (one state per input)."""
         return functools.partial(make_rollout_env, self.cfg)
 
 

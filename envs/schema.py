@@ -49,6 +49,9 @@ class EnvConfig:
     action_dim: int = MISSING
     chunk_size: int = 8
     n_action_steps: int = 8
+    # states the policy sees per decision: the current one and the ``state_history − 1`` before it, the
+    # first state repeated before an episode's start (VLANeXt: 8); 1 = the current state only
+    state_history: int = 1
     fps: int = 20
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

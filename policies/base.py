@@ -206,6 +206,7 @@ class Backbone(nn.Module):
         instructions: list[str],
         queries: torch.Tensor | None = None,
         state: torch.Tensor | None = None,
+        prefix: torch.Tensor | None = None,
     ) -> BackboneOutput:
         """Args:
         images: ``(B, cameras, 3, H, W)`` float in [0, 1].
@@ -215,6 +216,9 @@ class Backbone(nn.Module):
             backbones that provide ``queries`` take them.
         state: ``(B, S)`` normalized proprioception; a backbone that writes it into its prompt (π0.5)
             reads it, the others ignore it.
+        prefix: optional ``(B, P, hidden_size)`` embeddings placed before the whole prompt (VLANeXt's
+            proprio tokens), part of the context; only backbones that provide ``prefix_tokens``
+            take them.
         """
         raise NotImplementedError
 
@@ -254,6 +258,11 @@ class ActionHead(nn.Module):
 
     def backbone_queries(self, batch_size: int) -> torch.Tensor | None:
         """Embeddings the backbone should run after the instruction, or None (the default)."""
+        return None
+
+    def backbone_prefix(self, states: torch.Tensor) -> torch.Tensor | None:
+        """Embeddings the backbone should put before its prompt, from the normalized ``(B, H, S)``
+        recent states (current last), or None (the default: the head reads the state itself)."""
         return None
 
     def loss(

@@ -21,6 +21,7 @@ FEATURES = {
     "queries": "the head's query embeddings run after the instruction (query_layer_tokens)",
     "keys_values": "per-layer attention keys and values, for joint attention (layer_keys_values)",
     "vision_tokens": "how many leading context tokens are image tokens (vision_tokens)",
+    "prefix_tokens": "the head's embeddings placed before the whole prompt (forward's prefix)",
 }
 
 

@@ -137,8 +137,8 @@ class VLAPolicy(nn.Module):
                 else self.augmentation.evaluation_view(images)
             )
             batch = {**batch, "images": view}
-        state = self.state_normalizer.normalize(batch["state"])
-        features = self.encode(batch, state)
+        states = self.state_normalizer.normalize(batch["state"])
+        features, state = self.encode(batch, states)
         return self.head.loss(
             features,
             state,
@@ -147,12 +147,24 @@ class VLAPolicy(nn.Module):
             generator=generator,
         )
 
-    def encode(self, inputs: Mapping[str, torch.Tensor | list[str]], state: torch.Tensor) -> BackboneOutput:
-        """Backbone features of images + instruction (with the head's queries, if it has any, and the
-        normalized ``state`` if the backbone reads it)."""
+    def encode(
+        self, inputs: Mapping[str, torch.Tensor | list[str]], states: torch.Tensor
+    ) -> tuple[BackboneOutput, torch.Tensor]:
+        """Backbone features of images + instruction (with the head's queries and prefix, if it has
+        any, and the current state if the backbone reads it), and the current state.
+
+        ``states``: normalized ``(B, S)``, or ``(B, H, S)`` recent states with the current one last
+        (``env.state_history``); heads and state-reading backbones get the current state, the head's
+        :meth:`~policies.base.ActionHead.backbone_prefix` the whole history.
+        """
         images = inputs["images"]
+        history = states if states.dim() == 3 else states.unsqueeze(1)
+        state = history[:, -1]
         queries = self.head.backbone_queries(len(images))
-        return self.backbone(images, inputs["instruction"], queries=queries, state=state)
+        prefix = self.head.backbone_prefix(history)
+        extra = {} if prefix is None else {"prefix": prefix}
+        features = self.backbone(images, inputs["instruction"], queries=queries, state=state, **extra)
+        return features, state
 
     @torch.no_grad()
     def predict_action_chunk(
@@ -161,8 +173,8 @@ class VLAPolicy(nn.Module):
         """``(B, chunk, A)`` actions in the environment's units."""
         if self.augmentation is not None:  # the evaluation half of the training augmentation
             observation = {**observation, "images": self.augmentation.evaluation_view(observation["images"])}
-        state = self.state_normalizer.normalize(observation["state"])
-        chunk = self.head.predict(self.encode(observation, state), state, generator)
+        features, state = self.encode(observation, self.state_normalizer.normalize(observation["state"]))
+        chunk = self.head.predict(features, state, generator)
         return self.action_normalizer.unnormalize(chunk)
 
     @torch.no_grad()

@@ -34,6 +34,7 @@ def build_server(
         "cameras": list(cfg.env.cameras),
         "image_size": int(cfg.env.image_size),
         "state_dim": int(cfg.env.state_dim),
+        "state_history": int(cfg.env.get("state_history", 1)),  # states per input, current last
         "action_dim": int(cfg.env.action_dim),
         "chunk_size": int(cfg.env.chunk_size),
     }

@@ -65,6 +65,10 @@ OFFICIAL = {
         # the same config's model.dct_loss_weight; config/libero_bench_config.yaml diffusion_steps
         "head.dct_loss_weight": 0.1,
         "head.num_inference_steps": 5,
+        # the same config's use_proprio_input_vlm, data.history_len and image_size
+        "head.state_input": "backbone",
+        "env.state_history": 8,
+        "backbone.image_size": 256,
     },
     # VLA/openpi/scripts/run_pion.sh (warmup 1000, peak 2.5e-5, decay 30000 to 2.5e-6, 20000 steps),
     # src/openpi/training/config.py (batch 32, pytorch_muon_scale_factor 2.0, promotion steps 0, seed 42),
@@ -106,7 +110,7 @@ def test_official_preset_values(preset: str, tmp_path: Path) -> None:
     disagreements = {
         key: (preset_value(cfg, key), official)
         for key, official in OFFICIAL[preset].items()
-        if preset_value(cfg, key) != pytest.approx(official)
+        if preset_value(cfg, key) != (official if isinstance(official, str) else pytest.approx(official))
     }
     assert not disagreements, f"{preset}: (ours, official) {disagreements}"
 
@@ -118,7 +122,8 @@ def test_official_values_reach_every_grid_preset(preset: str, tmp_path: Path) ->
     family = "vla_adapter" if preset.startswith("vla_adapter") else "vlanext"
     cfg = compose_train([f"experiment={preset}"], tmp_path)
     for key, official in OFFICIAL[family].items():
-        assert preset_value(cfg, key) == pytest.approx(official), (preset, key)
+        expected = official if isinstance(official, str) else pytest.approx(official)
+        assert preset_value(cfg, key) == expected, (preset, key)
 
 
 def lr_multipliers(cfg, steps: list[int]) -> list[float]:

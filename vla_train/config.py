@@ -94,6 +94,7 @@ RANGES: dict[str, tuple[Any, str]] = {
     "trainer.max_nonfinite_steps": (lambda v: v >= 1, ">= 1"),
     "env.image_size": (lambda v: v >= 1, ">= 1"),
     "env.chunk_size": (lambda v: v >= 1, ">= 1"),
+    "env.state_history": (lambda v: v >= 1, ">= 1"),
     "env.fps": (lambda v: v >= 1, ">= 1"),
     "env.dataset.num_demos": (lambda v: v >= 1, ">= 1"),
     "env.eval.episodes": (lambda v: v >= 0, ">= 0"),

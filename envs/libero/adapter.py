@@ -108,7 +108,7 @@ class LiberoAdapter(EnvAdapter):
     def make_env(self, task: str) -> LiberoRolloutEnv:
         return make_libero_env(self.settings, task)
 
-    def env_factory(self) -> functools.partial:
+    def simulator_factory(self) -> functools.partial:
         """Picklable and free of config objects: LIBERO-Plus env clients rebuild it from settings."""
         return functools.partial(make_libero_env, self.settings)
 

@@ -31,7 +31,7 @@ from envs.libero.env import (
     suite_tasks,
 )
 from envs.libero.plus import load_task_list, plus_episodes, select_tasks, table1_row
-from vla_train.rollout import ResultsFile, run_episodes, summarize
+from vla_train.rollout import ResultsFile, run_episodes, summarize, with_state_history
 from vla_train.serving.client import RemotePolicy
 
 
@@ -51,6 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--replan-steps", type=int, default=8)
+    parser.add_argument(
+        "--state-history", type=int, help="states per policy input (default: the server's state_history)"
+    )
     parser.add_argument("--videos", type=int, default=0, help="videos per task (LIBERO) or category (Plus)")
     parser.add_argument("--camera-size", type=int, default=256)
     parser.add_argument("--soft-reset", action="store_true", help="hard_reset=False: faster, not bit-exact")
@@ -82,9 +85,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     protocol = {key: value for key, value in vars(args).items() if key != "server"}
     (output / "protocol.json").write_text(json.dumps({**protocol, "max_steps_by_suite": limits}, indent=2))
     with RemotePolicy(args.server) as policy:
+        history = args.state_history or int(policy.metadata.get("state_history", 1))
+        factory = functools.partial(make_libero_env, settings)
+        if history > 1:
+            factory = functools.partial(with_state_history, factory, history)
         records = run_episodes(
             specs,
-            functools.partial(make_libero_env, settings),
+            factory,
             policy,
             ResultsFile(output / "episodes.jsonl"),
             num_workers=args.workers,

@@ -12,6 +12,7 @@ temporal patch size, and cut ``(C, T, P, P)`` patches in the 2×2-merge order th
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -41,6 +42,10 @@ from vla_train.schemas import register_schema
 
 IMAGE_MEAN = 0.5
 IMAGE_STD = 0.5
+#: one user turn of Qwen's chat format, then the assistant's turn opened (``add_generation_prompt``):
+#: what VLANeXt's processor call renders for [images…, instruction] (no system turn)
+CHAT_USER = "<|im_start|>user\n"
+CHAT_ASSISTANT = "<|im_end|>\n<|im_start|>assistant\n"
 
 
 def images_to_patches(
@@ -89,7 +94,15 @@ class Qwen3VLBackbone(Backbone):
         attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``.
         gradient_checkpointing: trade compute for memory (non-reentrant, so frozen parts are safe).
         freeze: ``vision`` and/or ``language`` to keep fixed.
+        chat_template: wrap [images, instruction] in one user turn and open the assistant's, as
+            VLANeXt's ``apply_chat_template(…, add_generation_prompt=True)``; false: the bare
+            ``[images, instruction]``. The turns come from the hub tokenizer's own template.
+
+    A ``prefix`` (VLANeXt's proprio tokens) goes before everything, with placeholder ids for the
+    multimodal RoPE; the queries after the padded prompt, as VLANeXt appends its meta queries.
     """
+
+    provides = frozenset({"layer_tokens", "queries", "prefix_tokens"})
 
     @classmethod
     def random_init(cls, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -106,8 +119,10 @@ class Qwen3VLBackbone(Backbone):
         gradient_checkpointing: bool = False,
         freeze: tuple[str, ...] | list[str] = (),
         max_instruction_tokens: int = 64,
+        chat_template: bool = True,
     ) -> None:
         super().__init__()
+        self.chat_template = chat_template
         if config is not None:
             if isinstance(config, DictConfig):  # from Hydra: nested configs must be plain dicts
                 config = OmegaConf.to_container(config, resolve=True)
@@ -156,6 +171,7 @@ class Qwen3VLBackbone(Backbone):
         instructions: list[str],
         queries: torch.Tensor | None = None,
         state: torch.Tensor | None = None,  # not part of this backbone's input
+        prefix: torch.Tensor | None = None,
     ) -> BackboneOutput:
         cameras = images.size(1)
         pixel_values, grid = images_to_patches(
@@ -167,9 +183,14 @@ class Qwen3VLBackbone(Backbone):
         )
         input_ids, context_mask = self._input_ids(instructions, cameras, images.device)
         embeds = self.model.get_input_embeddings()(input_ids)
+        placeholder = self.tokenizer.pad_token_id or 0
+        if prefix is not None:  # text-like positions 0…P−1 for the rope; its embeddings are given
+            input_ids = torch.cat([input_ids.new_full(prefix.shape[:2], placeholder), input_ids], dim=1)
+            context_mask = torch.cat([context_mask.new_ones(prefix.shape[:2]), context_mask], dim=1)
+            embeds = torch.cat([prefix.to(embeds.dtype), embeds], dim=1)
         attention_mask = context_mask
         if queries is not None:  # after the padding; the mask keeps their positions contiguous
-            placeholders = input_ids.new_full(queries.shape[:2], self.tokenizer.pad_token_id or 0)
+            placeholders = input_ids.new_full(queries.shape[:2], placeholder)
             input_ids = torch.cat([input_ids, placeholders], dim=1)
             attention_mask = torch.cat([context_mask, context_mask.new_ones(queries.shape[:2])], dim=1)
             embeds = torch.cat([embeds, queries.to(embeds.dtype)], dim=1)
@@ -190,7 +211,8 @@ class Qwen3VLBackbone(Backbone):
     def _input_ids(
         self, instructions: list[str], cameras: int, device: torch.device
     ) -> tuple[torch.Tensor, ...]:
-        """Per sample: ``<vision_start> <image_pad>×n <vision_end>`` per camera, then the instruction."""
+        """Per sample: ``<vision_start> <image_pad>×n <vision_end>`` per camera, then the instruction,
+        inside the chat turns when ``chat_template`` (right-padded)."""
         image = [
             self.config.vision_start_token_id,
             *[self.config.image_token_id] * self.tokens_per_image,
@@ -202,12 +224,21 @@ class Qwen3VLBackbone(Backbone):
             truncation=True,
             max_length=self.max_instruction_tokens,
         )["input_ids"]
-        sequences = [image * cameras + list(ids) for ids in text]
+        opening, closing = self._chat_turns() if self.chat_template else ([], [])
+        sequences = [opening + image * cameras + list(ids) + closing for ids in text]
         length = max(len(s) for s in sequences)
         pad = self.tokenizer.pad_token_id or 0
         input_ids = torch.tensor([s + [pad] * (length - len(s)) for s in sequences], device=device)
         mask = torch.tensor([[1] * len(s) + [0] * (length - len(s)) for s in sequences], device=device)
         return input_ids, mask
+
+    def _chat_turns(self) -> tuple[list[int], list[int]]:
+        """The token ids before the images and after the instruction."""
+        if not hasattr(self, "_turns"):
+            encode = functools.partial(self.tokenizer, add_special_tokens=False)
+            opening, closing = chat_turns(self.tokenizer)
+            self._turns = (encode([opening])["input_ids"][0], encode([closing])["input_ids"][0])
+        return self._turns
 
     def optimizer_rules(self) -> OptimizerRules:
         vision, text = self.config.vision_config, self.config.text_config
@@ -224,6 +255,25 @@ class Qwen3VLBackbone(Backbone):
             per_head_rules=vit_per_head_rules(r"model\.visual\.blocks", vision_head_dim)
             + decoder_per_head_rules(r"model\.language_model\.layers", text.head_dim),
         )
+
+
+def chat_turns(tokenizer: Any) -> tuple[str, str]:
+    """The text before the images and after the instruction of one user turn with the assistant's
+    opened: from the tokenizer's own chat template (the hub model's, as VLANeXt's processor renders
+    it), else Qwen's format (:data:`CHAT_USER`, :data:`CHAT_ASSISTANT`; tiny byte-level models)."""
+    if not getattr(tokenizer, "chat_template", None):
+        return CHAT_USER, CHAT_ASSISTANT
+    marker, probe = "<|vision_start|>", "pick up the bowl"
+    content = [{"type": "image"}, {"type": "image"}, {"type": "text", "text": probe}]
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
+    )
+    if rendered.count(marker) != 2 or rendered.count(probe) != 1:
+        raise ValueError(
+            f"the tokenizer's chat template renders two images and a text as {rendered!r}; set "
+            "backbone.chat_template=false for the bare [images, instruction] layout"
+        )
+    return rendered[: rendered.index(marker)], rendered[rendered.index(probe) + len(probe) :]
 
 
 class _ByteTokenizer:

@@ -14,17 +14,21 @@ every layer of the backbone.
   time. The transform is orthonormal, so with equal weights per frequency it equals the time-domain
   error: a (1−t)²-weighted copy of the flow loss; the DCT basis is kept so the term reads as VLANeXt's.
 
-Differences from VLANeXt's code (read, not copied), each for a reason: the robot state enters as a
-token of the head rather than as tokens before the VLM prompt (the backbone interface stays
-modality-neutral); padded context positions are masked (VLANeXt attends to them), and so are padded
-chunk steps in the DCT term; the path follows the paper's eq. A2 (``a_t = t·a1 + (1−t)·a0``, ``t = 1``
-is data), which is VLANeXt's with σ = 1 − t.
+- The robot state enters either as one token of the DiT (``state_input=head``, the current state) or,
+  as VLANeXt's official run feeds it, as tokens before the VLM's prompt (``state_input=backbone``:
+  each of the ``env.state_history`` recent states through one linear map to the VLM's width, read
+  back by the DiT as part of the context).
+
+Differences from VLANeXt's code (read, not copied), each for a reason: padded context positions are
+masked (VLANeXt attends to them), and so are padded chunk steps in the DCT term; the path follows the
+paper's eq. A2 (``a_t = t·a1 + (1−t)·a0``, ``t = 1`` is data), which is VLANeXt's with σ = 1 − t.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import scipy.fft
@@ -39,6 +43,7 @@ from vla_train.optim import ModalityRule, PerHeadRule
 from vla_train.schemas import register_schema
 
 TIME_SAMPLINGS = ("uniform", "beta")
+STATE_INPUTS = ("head", "backbone")
 TIME_FEATURES = 256
 DEFAULT_QUERIES = 16  # VLANeXt's meta queries
 
@@ -133,7 +138,13 @@ class FlowMatchingHead(ActionHead):
             puts more training weight near the noise end).
         dct_loss_weight: weight of the DCT auxiliary loss on the implied clean chunk (VLANeXt's official
             run: 0.1; 0 turns it off).
+        state_input: ``head`` (a DiT token from the current state) or ``backbone`` (VLANeXt: the
+            recent states as tokens before the VLM's prompt; the backbone must take a prefix).
     """
+
+    requirement_hints = MappingProxyType(
+        {"prefix_tokens": "set head.state_input=head to give the state to the head instead"}
+    )
 
     def __init__(
         self,
@@ -149,6 +160,7 @@ class FlowMatchingHead(ActionHead):
         num_inference_steps: int = 10,
         time_sampling: str = "uniform",
         dct_loss_weight: float = 0.0,
+        state_input: str = "head",
     ) -> None:
         super().__init__()
         context_dim, context_layers = backbone.hidden_size, backbone.num_layers
@@ -164,6 +176,10 @@ class FlowMatchingHead(ActionHead):
         if not (math.isfinite(dct_loss_weight) and dct_loss_weight >= 0):
             raise ValueError(f"head.dct_loss_weight must be a finite number >= 0, got {dct_loss_weight}")
         self.dct_loss_weight = dct_loss_weight
+        if state_input not in STATE_INPUTS:
+            raise ValueError(f"head.state_input must be one of {STATE_INPUTS}, got {state_input!r}")
+        self.state_input = state_input
+        state_token = state_input == "head"
         self.chunk_size, self.action_dim = chunk_size, action_dim
         self.num_inference_steps = num_inference_steps
         self.time_sampling = time_sampling
@@ -172,8 +188,8 @@ class FlowMatchingHead(ActionHead):
             nn.Parameter(torch.randn(num_queries, context_dim) * 0.02) if num_queries > 0 else None
         )
         self.action_in_proj = nn.Linear(action_dim, width)
-        self.state_proj = nn.Linear(state_dim, width)
-        self.position = nn.Parameter(torch.randn(chunk_size + 1, width) * 0.02)
+        self.state_proj = nn.Linear(state_dim, width if state_token else context_dim)
+        self.position = nn.Parameter(torch.randn(chunk_size + state_token, width) * 0.02)
         self.time_mlp = nn.Sequential(nn.Linear(TIME_FEATURES, width), nn.SiLU(), nn.Linear(width, width))
         self.blocks = nn.ModuleList(FlowBlock(width, heads, mlp_ratio, context_dim) for _ in range(depth))
         self.final_modulation = nn.Linear(width, 2 * width)
@@ -185,14 +201,22 @@ class FlowMatchingHead(ActionHead):
 
     @classmethod
     def requirements(cls, options: Mapping[str, Any]) -> frozenset[str]:
-        """Every layer's hidden states, and the meta queries' unless ``num_queries`` is 0."""
-        queries = options.get("num_queries", DEFAULT_QUERIES)
-        return frozenset({"layer_tokens", "queries"} if queries else {"layer_tokens"})
+        """Every layer's hidden states, the meta queries' unless ``num_queries`` is 0, and a prefix
+        for the states with ``state_input=backbone``."""
+        needs = {"layer_tokens"}
+        if options.get("num_queries", DEFAULT_QUERIES):
+            needs.add("queries")
+        if options.get("state_input", "head") == "backbone":
+            needs.add("prefix_tokens")
+        return frozenset(needs)
 
     def backbone_queries(self, batch_size: int) -> torch.Tensor | None:
         if self.meta_queries is None:
             return None
         return self.meta_queries.unsqueeze(0).expand(batch_size, -1, -1)
+
+    def backbone_prefix(self, states: torch.Tensor) -> torch.Tensor | None:
+        return self.state_proj(states) if self.state_input == "backbone" else None
 
     def encode_context(self, features: BackboneOutput) -> tuple[list[tuple[torch.Tensor, ...]], torch.Tensor]:
         """Per-block keys/values of the backbone layers (context + queries) and their padding mask."""
@@ -221,12 +245,14 @@ class FlowMatchingHead(ActionHead):
     ) -> torch.Tensor:
         """``v(a_t, t | x, c)``: ``(B, chunk, A)``."""
         time = self.time_mlp(timestep_features(t).to(noisy_actions.dtype))
-        tokens = torch.cat([self.state_proj(state).unsqueeze(1), self.action_in_proj(noisy_actions)], dim=1)
+        tokens = self.action_in_proj(noisy_actions)
+        if self.state_input == "head":
+            tokens = torch.cat([self.state_proj(state).unsqueeze(1), tokens], dim=1)
         x = tokens + self.position
         for block, layer in zip(self.blocks, context, strict=True):
             x = block(x, time, layer, context_mask)
         shift, scale = self.final_modulation(F.silu(time)).unsqueeze(1).chunk(2, -1)
-        return self.output_proj(self.final_norm(x) * (1 + scale) + shift)[:, 1:]
+        return self.output_proj(self.final_norm(x) * (1 + scale) + shift)[:, -self.chunk_size :]
 
     def sample_time(
         self, batch: int, device: torch.device, generator: torch.Generator | None

@@ -65,6 +65,20 @@ def test_round_trip_with_action_chunks_and_padding(tmp_path: Path) -> None:
         load_lerobot_dataset("local/unit", root, "actions", chunk_size=4)
 
 
+def test_state_history_repeats_the_first_state_before_an_episode_start(tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    record(root, [5, 7])
+    dataset = load_lerobot_dataset(
+        "local/unit", root, "action", chunk_size=4, state_key="observation.state", state_history=3
+    )
+    start, later, second_episode = dataset[1], dataset[4], dataset[5]
+    assert start["observation.state"].shape == (3, 2)
+    assert start["observation.state"][:, 1].tolist() == [0.0, 0.0, 1.0]  # t−2, t−1 clamped to t = 0
+    assert later["observation.state"][:, 1].tolist() == [2.0, 3.0, 4.0]  # the current state last
+    assert second_episode["observation.state"].tolist() == [[1.0, 0.0]] * 3  # never the last episode's
+    assert later["action"][:, 1].tolist() == [4.0, 4.0, 4.0, 4.0]  # the action chunk as without history
+
+
 def test_episode_selection_and_in_memory_cache(tmp_path: Path) -> None:
     root = tmp_path / "ds"
     record(root, [3, 4])

@@ -15,7 +15,7 @@ from libero_data import libero_assets
 
 from envs.libero.env import LiberoRolloutEnv
 from envs.libero.transforms import axis_angle
-from vla_train.rollout import ResultsFile, run_episodes, summarize
+from vla_train.rollout import ResultsFile, run_episodes, summarize, with_state_history
 from vla_train.training import build_env_adapter
 
 pytestmark = pytest.mark.slow
@@ -183,7 +183,9 @@ def test_a_tiny_policy_trains_on_libero_data_and_is_evaluated(
         "env.eval.tasks=[1]",
         "env.eval.episodes=2",
         "env.eval.max_steps=8",
+        "env.state_history=2",  # VLANeXt-style recent states, in the data and in the env workers
     )
+    assert build_env_adapter(cfg.env).env_factory().func is with_state_history
     metrics = train(cfg)
     assert metrics["eval/episodes"] == 2 and metrics["eval/errors"] == 0
     videos = sorted(p.name for p in (tmp_path / "eval" / "step_3" / "videos").iterdir())

@@ -153,3 +153,29 @@ def test_dct_loss_weight_must_be_a_finite_non_negative_number() -> None:
     for bad in (-0.1, float("nan"), float("inf")):
         with pytest.raises(ValueError, match=r"head\.dct_loss_weight"):
             head(dct_loss_weight=bad)
+
+
+def test_state_input_backbone_turns_the_recent_states_into_prefix_tokens() -> None:
+    """VLANeXt's proprio path: each recent state through one linear map to the VLM's width, placed
+    before the prompt; the DiT then has no state token and reads the state only through the context."""
+    from policies.backbones.tiny import TinyBackbone
+    from policies.contract import IncompatibleParts, check_fits
+
+    flow = randomize(head(state_input="backbone"))
+    history = torch.randn(BATCH, 8, 5)
+    prefix = flow.backbone_prefix(history)
+    assert prefix.shape == (BATCH, 8, WIDTH)
+    torch.testing.assert_close(prefix[:, 3], flow.state_proj(history[:, 3]))
+    assert flow.position.shape[0] == 4  # the chunk only
+    context, mask = flow.encode_context(features())
+    noisy, t = torch.randn(BATCH, 4, 7), torch.full((BATCH,), 0.3)
+    torch.testing.assert_close(
+        flow.velocity(context, mask, torch.randn(BATCH, 5), noisy, t),
+        flow.velocity(context, mask, torch.randn(BATCH, 5), noisy, t),
+    )
+    assert head().backbone_prefix(history) is None
+    assert "prefix_tokens" in FlowMatchingHead.requirements({"state_input": "backbone"})
+    with pytest.raises(IncompatibleParts, match="state_input=head"):
+        check_fits(TinyBackbone, FlowMatchingHead, {"state_input": "backbone"})
+    with pytest.raises(ValueError, match=r"head\.state_input"):
+        head(state_input="vlm")

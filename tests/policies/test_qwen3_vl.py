@@ -101,3 +101,51 @@ def test_freeze_and_bad_settings(tmp_path: Path) -> None:
         Qwen3VLBackbone(pretrained=None, config=config, image_size=64, freeze=["action"])
     with pytest.raises(ValueError, match="image_size=50"):
         Qwen3VLBackbone(pretrained=None, config=config, image_size=50)
+
+
+def test_vlanext_layout_prefix_then_chat_turn_then_queries(tmp_path: Path) -> None:
+    """VLANeXt's sequence: [proprio prefix] [<|im_start|>user\\n images instruction <|im_end|>\\n
+    <|im_start|>assistant\\n] [padding] [meta queries]."""
+    from policies.backbones.qwen3_vl import CHAT_ASSISTANT, CHAT_USER
+
+    backbone = Qwen3VLBackbone(config=tiny_config_dict(tmp_path), image_size=64).eval()
+    ids, mask = backbone._input_ids(["lift it", "lift"], 2, torch.device("cpu"))
+    text = ByT5Tokenizer()
+    opening = text([CHAT_USER], add_special_tokens=False)["input_ids"][0]
+    closing = text([CHAT_ASSISTANT], add_special_tokens=False)["input_ids"][0]
+    image = 1 + (64 // 16) ** 2 // 4 + 1
+    assert ids[0, : len(opening)].tolist() == opening
+    assert ids[0, len(opening)] == backbone.config.vision_start_token_id
+    body = len(opening) + 2 * image
+    assert ids[0, body : body + 7].tolist() == text(["lift it"], add_special_tokens=False)["input_ids"][0]
+    assert ids[0, body + 7 :].tolist() == closing and mask[1].sum() == mask[0].sum() - 3
+
+    images, prefix = torch.rand(2, 2, 3, 64, 64), torch.randn(2, 3, backbone.hidden_size)
+    queries = torch.randn(2, 4, backbone.hidden_size)
+    with torch.no_grad():
+        plain = backbone(images, ["lift it", "lift"], queries=queries)
+        prefixed = backbone(images, ["lift it", "lift"], queries=queries, prefix=prefix)
+        moved = backbone(images, ["lift it", "lift"], queries=queries, prefix=prefix + 1)
+    assert prefixed.tokens.shape[1] == plain.tokens.shape[1] + 3 and prefixed.mask[:, :3].all()
+    torch.testing.assert_close(prefixed.layer_tokens[0][:, :3], prefix)  # the embeddings, first
+    assert not torch.allclose(prefixed.query_layer_tokens[-1], moved.query_layer_tokens[-1])
+
+    plain_layout = Qwen3VLBackbone(config=tiny_config_dict(tmp_path), image_size=64, chat_template=False)
+    ids, _ = plain_layout._input_ids(["lift"], 2, torch.device("cpu"))
+    assert ids[0, 0] == backbone.config.vision_start_token_id
+
+
+def test_chat_turns_come_from_the_tokenizers_own_template() -> None:
+    from policies.backbones.qwen3_vl import CHAT_ASSISTANT, CHAT_USER, chat_turns
+
+    tokenizer = ByT5Tokenizer()
+    assert chat_turns(tokenizer) == (CHAT_USER, CHAT_ASSISTANT)  # no template: Qwen's format
+    tokenizer.chat_template = (  # a hub-style template that adds a default system turn
+        "<|im_start|>system\nBe brief.<|im_end|>\n{% for m in messages %}<|im_start|>{{ m.role }}\n"
+        "{% for c in m.content %}{% if c.type == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+        "{% else %}{{ c.text }}{% endif %}{% endfor %}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    opening, closing = chat_turns(tokenizer)
+    assert opening == "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n"
+    assert closing == CHAT_ASSISTANT

@@ -129,3 +129,14 @@ def test_served_actions_equal_the_policys_own() -> None:
         "instruction": [i["instruction"] for i in inputs],
     }
     np.testing.assert_array_equal(served, model.predict_action_chunk(batch).numpy())
+
+
+def test_a_state_history_policy_takes_the_recent_states_and_refuses_one() -> None:
+    from vla_train.serving.server import _validated_inputs
+
+    metadata = {**METADATA, "state_history": 3}
+    recent = {**observation(), "state": np.zeros((3, 8), np.float32)}
+    assert _validated_inputs({"inputs": [recent]}, metadata)[0]["state"].shape == (3, 8)
+    for wrong in (np.zeros(8, np.float32), np.zeros((2, 8), np.float32), np.zeros((3, 7), np.float32)):
+        with pytest.raises(ValueError, match=r"\(3, 8\) array \(the last states, the current one last\)"):
+            _validated_inputs({"inputs": [{**observation(), "state": wrong}]}, metadata)

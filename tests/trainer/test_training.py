@@ -407,11 +407,15 @@ def test_diagnostics_do_not_change_training(lift_dataset: Path, tmp_path: Path) 
 
 
 @pytest.mark.parametrize(
-    ("backbone", "head", "optimizer"),
-    [("qwen3_vl_tiny", "flow", "pion"), ("prismatic_tiny", "l1", "pion")],  # VLANeXt- and VLA-Adapter-shaped
+    ("backbone", "head", "optimizer", "extra"),
+    [
+        # VLANeXt-shaped, with its proprio path (3 recent states as tokens before the prompt)
+        ("qwen3_vl_tiny", "flow", "pion", ("head.state_input=backbone", "env.state_history=3")),
+        ("prismatic_tiny", "l1", "pion", ()),  # VLA-Adapter-shaped
+    ],
 )
 def test_real_backbone_classes_train_and_evaluate(
-    backbone: str, head: str, optimizer: str, lift_dataset: Path, tmp_path: Path
+    backbone: str, head: str, optimizer: str, extra: tuple[str, ...], lift_dataset: Path, tmp_path: Path
 ) -> None:
     metrics = train(
         tiny_run(
@@ -420,6 +424,7 @@ def test_real_backbone_classes_train_and_evaluate(
             f"backbone={backbone}",
             f"head={head}",
             f"optimizer={optimizer}",
+            *extra,
             "evaluate=true",
             "trainer.steps=4",
             "env.eval.episodes=1",

@@ -37,8 +37,12 @@ def load_lerobot_dataset(
     action_key: str,
     chunk_size: int,
     episodes: Sequence[int] | None = None,
+    state_key: str | None = None,
+    state_history: int = 1,
 ):
-    """A ``LeRobotDataset`` whose ``action_key`` is a ``(chunk_size, A)`` chunk per frame.
+    """A ``LeRobotDataset`` whose ``action_key`` is a ``(chunk_size, A)`` chunk per frame, and, with
+    ``state_history`` > 1, whose ``state_key`` is ``(state_history, S)``: the current state last, the
+    episode's first state repeated before its start (lerobot clamps to the episode).
 
     ``root`` set: read that local directory (no hub access when it is complete). ``root`` unset:
     the hub id ``repo_id``, cached under ``$HF_LEROBOT_HOME``.
@@ -64,6 +68,8 @@ def load_lerobot_dataset(
     if action_key not in meta.features:
         raise KeyError(f"dataset {repo_id} has no feature {action_key!r}; it has {sorted(meta.features)}")
     delta_timestamps = {action_key: [i / meta.fps for i in range(chunk_size)]}
+    if state_history > 1:
+        delta_timestamps[state_key] = [(i - state_history + 1) / meta.fps for i in range(state_history)]
     return LeRobotDataset(
         repo_id,
         root=root,

@@ -6,7 +6,16 @@ environment (LIBERO-Plus installs itself as ``libero``) and reach the policy thr
 
 from vla_train.rollout.episodes import EpisodeSpec, ResultsFile
 from vla_train.rollout.evaluator import run_episodes
+from vla_train.rollout.history import StateHistoryEnv, with_state_history
 from vla_train.rollout.summary import summarize
 from vla_train.rollout.worker import RolloutEnv
 
-__all__ = ["EpisodeSpec", "ResultsFile", "RolloutEnv", "run_episodes", "summarize"]
+__all__ = [
+    "EpisodeSpec",
+    "ResultsFile",
+    "RolloutEnv",
+    "StateHistoryEnv",
+    "run_episodes",
+    "summarize",
+    "with_state_history",
+]

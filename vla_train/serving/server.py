@@ -1,7 +1,8 @@
 """A policy behind a websocket on 127.0.0.1 (by default): one request, one batch of action chunks.
 
 Protocol (messages packed by :mod:`vla_train.serving.wire`):
-- on connect the server sends its metadata: ``{"action_dim", "chunk_size", "state_dim", "cameras", ...}``;
+- on connect the server sends its metadata: ``{"action_dim", "chunk_size", "state_dim", "state_history",
+  "cameras", ...}`` (``state_history`` > 1: each input's state is that many recent states, current last);
 - request ``{"inputs": [{"images": (cams, 3, H, W) float32, "state": (S,) float32,
   "instruction": str}, ...]}`` → reply ``{"actions": (B, chunk, A) float32}``, or ``{"error": str}``
   for a malformed request (the connection and the server stay up).
@@ -107,6 +108,8 @@ def _validated_inputs(request: Any, metadata: Mapping[str, Any]) -> list[dict[st
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list) or not request["inputs"]:
         raise ValueError("a request is {'inputs': [observation, ...]} with at least one observation")
     state_dim = metadata.get("state_dim")
+    history = metadata.get("state_history", 1)
+    state_shape = f"({state_dim},)" if history == 1 else f"({history}, {state_dim})"
     cameras = len(metadata["cameras"]) if metadata.get("cameras") else None
     for number, item in enumerate(request["inputs"]):
         if not isinstance(item, dict):
@@ -125,10 +128,15 @@ def _validated_inputs(request: Any, metadata: Mapping[str, Any]) -> list[dict[st
             raise ValueError(f"inputs[{number}].images must be finite floats in [0, 1]")
         if (
             not isinstance(state, np.ndarray)
-            or state.ndim != 1
-            or (state_dim and state.shape[0] != state_dim)
+            or state.ndim != (1 if history == 1 else 2)
+            or (state_dim and state.shape[-1] != state_dim)
+            or (history > 1 and state.shape[0] != history)
         ):
-            raise ValueError(f"inputs[{number}].state must be a ({state_dim},) array")
+            raise ValueError(
+                f"inputs[{number}].state must be a {state_shape} array"
+                + ("" if history == 1 else " (the last states, the current one last)")
+                + f", got {getattr(state, 'shape', type(state).__name__)}"
+            )
         if state.dtype.kind not in "fiu" or not np.isfinite(state).all():
             raise ValueError(f"inputs[{number}].state must be finite real numbers, got {state.dtype} {state}")
         if not isinstance(item.get("instruction"), str):
