@@ -1,7 +1,10 @@
 """A fixed gradient sequence through every spectral optimizer, in one process or under torchrun.
 
-``python distributed_ns_run.py OUT`` (under ``torchrun --nproc_per_node N``) writes each rank's final
-weights to ``OUT/rank<r>.safetensors``; :func:`final_weights` is the same run in the calling process.
+``python distributed_ns_run.py OUT [ddp|fsdp]`` (under ``torchrun --nproc_per_node N``) writes each
+rank's final weights to ``OUT/rank<r>.safetensors`` — with ``fsdp`` the parameters and gradients are
+DTensors sharded along dim 0 as FSDP2 holds them, gathered whole at the end — and the spectral work the
+rank did (``work.<optimizer>``: Σ heads·min(m,n)²·max(m,n) of what it filtered); :func:`final_weights`
+is the same run in the calling process.
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ import torch
 from safetensors.torch import save_file
 
 from vla_train.optim import LowPassMuon, LowRankMuon, Muon, Pion
+from vla_train.optim.spectral import SpectralOptimizer, spectral_cost
 
-#: matrices of several shapes and counts, so buckets split unevenly across ranks; one conv kernel
-SHAPES = [(64, 32), (64, 32), (64, 32), (32, 96), (48, 48), (16, 8, 3, 3), (96, 32), (24, 24)]
+#: matrices of several shapes and counts, so buckets split unevenly across ranks; one conv kernel; one
+#: with fewer rows than there are ranks (FSDP2 leaves some ranks an empty shard of it)
+SHAPES = [(64, 32), (64, 32), (64, 32), (32, 96), (48, 48), (16, 8, 3, 3), (96, 32), (24, 24), (3, 40)]
 OPTIMIZERS = {
     "muon": lambda params: Muon(params, lr=0.02, weight_decay=0.01, compute_dtype="float32"),
     "pion": lambda params: Pion(params, lr=0.02, kp=2, compute_dtype="float32"),
@@ -29,36 +34,62 @@ OPTIMIZERS = {
 }
 
 
-def final_weights(name: str, steps: int = 3) -> dict[str, torch.Tensor]:
-    """One thread, as each torchrun rank runs: LAPACK's SVD (LRMuon) may round differently with more."""
+def final_weights(name: str, steps: int = 3, mesh=None) -> dict[str, torch.Tensor]:
+    """One thread, as each torchrun rank runs: LAPACK's SVD (LRMuon) may round differently with more.
+    ``mesh``: shard parameters and gradients along dim 0 on it (FSDP2's layout)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _final_weights(name, steps)
+        return _final_weights(name, steps, mesh)
     finally:
         torch.set_num_threads(threads)
 
 
-def _final_weights(name: str, steps: int) -> dict[str, torch.Tensor]:
+def _final_weights(name: str, steps: int, mesh) -> dict[str, torch.Tensor]:
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    def placed(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor if mesh is None else distribute_tensor(tensor, mesh, [Shard(0)])
+
     torch.manual_seed(0)
-    params = [torch.nn.Parameter(torch.randn(shape)) for shape in SHAPES]
+    params = [torch.nn.Parameter(placed(torch.randn(shape))) for shape in SHAPES]
     optimizer = OPTIMIZERS[name](params)
     for step in range(steps):
         generator = torch.Generator().manual_seed(100 + step)  # the same gradients on every rank (DDP)
         for param in params:
-            param.grad = torch.randn(param.shape, generator=generator)
+            param.grad = placed(torch.randn(param.shape, generator=generator))
         optimizer.step()
-    return {f"{name}.{index}": param.detach().clone() for index, param in enumerate(params)}
+    whole = [param.full_tensor() if mesh is not None else param for param in params]
+    return {f"{name}.{index}": param.detach().clone() for index, param in enumerate(whole)}
 
 
-def main(out: Path) -> None:
+def count_spectral_work() -> dict[str, int]:
+    """Wrap the optimizers' filtering to add up the Newton–Schulz work this process does."""
+    work = {"total": 0}
+    filter_bucket = SpectralOptimizer._filter
+
+    def counting(group, spectral_map, key, members, layout):
+        work["total"] += sum(spectral_cost(blocks) for _, blocks in members)
+        return filter_bucket(group, spectral_map, key, members, layout)
+
+    SpectralOptimizer._filter = staticmethod(counting)
+    return work
+
+
+def main(out: Path, mode: str) -> None:
+    from torch.distributed.device_mesh import init_device_mesh
+
     torch.distributed.init_process_group("gloo")
+    mesh = init_device_mesh("cpu", (torch.distributed.get_world_size(),)) if mode == "fsdp" else None
+    work = count_spectral_work()
     weights = {}
     for name in OPTIMIZERS:
-        weights.update(final_weights(name))
+        before = work["total"]
+        weights.update(final_weights(name, mesh=mesh))
+        weights[f"work.{name}"] = torch.tensor(work["total"] - before)
     save_file(weights, str(out / f"rank{torch.distributed.get_rank()}.safetensors"))
     torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "ddp")

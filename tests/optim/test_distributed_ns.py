@@ -19,24 +19,33 @@ TESTS = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
 @pytest.mark.parametrize("processes", [2, 4])
 def test_ranks_share_the_spectral_work_and_end_with_the_single_process_weights(
-    processes: int, tmp_path: Path
+    mode: str, processes: int, tmp_path: Path
 ) -> None:
+    """DDP: whole matrices on every rank; FSDP2: rows sharded (DTensor ``Shard(0)``), assembled on each
+    matrix's owner. Either way every rank ends with the single-process weights, bit for bit, and each
+    rank's Newton–Schulz work is within one matrix of an even split."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS)}
+    port = 29500 + processes + (10 if mode == "fsdp" else 0)
     subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-         "--master_port", str(29500 + processes), str(TESTS / "distributed_ns_run.py"), str(tmp_path)],
+         "--master_port", str(port), str(TESTS / "distributed_ns_run.py"), str(tmp_path), mode],
         check=True, env=env, timeout=600, capture_output=True,
     )  # fmt: skip
     single = {}
     for name in OPTIMIZERS:
         single.update(final_weights(name))
-    for rank in range(processes):
-        ranked = load_file(tmp_path / f"rank{rank}.safetensors")
-        assert ranked.keys() == single.keys()
+    ranked = [load_file(tmp_path / f"rank{rank}.safetensors") for rank in range(processes)]
+    for rank, weights in enumerate(ranked):
+        assert weights.keys() - {f"work.{name}" for name in OPTIMIZERS} == single.keys()
         for key, weight in single.items():
-            assert torch.equal(ranked[key], weight), f"rank {rank}: {key}"
+            assert torch.equal(weights[key], weight), f"{mode}, rank {rank}: {key}"
+    largest = max(spectral_cost(torch.empty(1, s[0], int(torch.tensor(s[1:]).prod()))) for s in SHAPES)
+    for name in OPTIMIZERS:
+        work = [int(weights[f"work.{name}"]) for weights in ranked]
+        assert all(w > 0 for w in work) and max(work) <= sum(work) / processes + largest, (name, work)
 
 
 @pytest.mark.parametrize("world", [2, 4])

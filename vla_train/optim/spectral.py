@@ -12,6 +12,10 @@ Per step and per parameter group the base class:
 3. stacks all blocks of the same shape and runs the spectral map on them as **one** batched call, so
    24 identical layers cost one batched matmul chain instead of 24 Python-level iterations;
 4. applies decoupled weight decay and ``θ ← θ − lr · scale(m, n) · X`` with an explicit scale rule.
+
+Across processes each matrix is filtered by one rank: under DDP (whole matrices everywhere) the owners
+share their results with one all-gather; under FSDP2 (rows sharded, :mod:`vla_train.optim.sharded`)
+each owner assembles its matrices from every rank's rows and scatters the results back.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from typing import Any, TypedDict
 
 import torch
 from torch.optim import Optimizer
+
+from vla_train.optim.sharded import check_row_sharded, filter_sharded, is_sharded, local
 
 SpectralMap = Callable[[torch.Tensor], torch.Tensor]
 
@@ -276,6 +282,7 @@ class SpectralOptimizer(Optimizer):
     def _step_group(self, group: dict[str, Any]) -> None:
         layout = as_head_layout(group["per_head"])
         buckets: dict[tuple[Any, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        sharded: list[tuple[torch.Tensor, torch.Tensor]] = []  # FSDP2: (parameter, this rank's rows)
         for param in group["params"]:
             if param.grad is None:
                 continue
@@ -287,11 +294,18 @@ class SpectralOptimizer(Optimizer):
             buffer = state["momentum_buffer"]
             buffer.mul_(group["momentum"]).add_(param.grad)
             update = param.grad.add(buffer, alpha=group["momentum"]) if group["nesterov"] else buffer
+            if is_sharded(param):
+                check_row_sharded(param, f"{type(self).__name__} parameter of shape {tuple(param.shape)}")
+                rows = local(update)
+                sharded.append((param, rows.reshape(rows.size(0), math.prod(param.shape[1:]))))
+                continue
             blocks = split_heads(update.reshape(update.size(0), -1), layout)
             key = (tuple(blocks.shape[-2:]), blocks.device)
             buckets.setdefault(key, []).append((param, blocks))
 
         spectral_map = self.spectral_map(group)
+        if sharded:
+            self._step_sharded(group, spectral_map, sharded, layout)
         ranks = distributed_ranks()
         if ranks is None:  # one bucket at a time: its filtered updates are freed before the next
             for key, members in buckets.items():
@@ -310,6 +324,37 @@ class SpectralOptimizer(Optimizer):
         updates = share_updates(buckets, owners, updates, ranks)
         for key, members in buckets.items():
             self._apply(group, key, members, updates)
+
+    def _step_sharded(
+        self,
+        group: dict[str, Any],
+        spectral_map: SpectralMap,
+        members: list[tuple[torch.Tensor, torch.Tensor]],
+        layout: HeadLayout | None,
+    ) -> None:
+        """FSDP2: each matrix filtered whole on its owner (:func:`~vla_train.optim.sharded.filter_sharded`),
+        bucketed there as in one process; every rank then steps its own rows."""
+        params = [param for param, _ in members]
+        blocks = [
+            split_heads(torch.empty(param.size(0), rows.size(1), device="meta"), layout)
+            for param, rows in members
+        ]
+        owners = assign_owners(blocks, params[0].device_mesh.size())
+
+        def filter_owned(indices: list[int], matrices: list[torch.Tensor]) -> list[torch.Tensor]:
+            buckets: dict[tuple[Any, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
+            for index, matrix in zip(indices, matrices, strict=True):
+                split = split_heads(matrix, layout)
+                buckets.setdefault((tuple(split.shape[-2:]), split.device), []).append((params[index], split))
+            filtered: dict[torch.Tensor, torch.Tensor] = {}
+            for key, bucket in buckets.items():
+                filtered.update(self._filter(group, spectral_map, key, bucket, layout))
+            return [filtered[params[i]].reshape(m.shape) for i, m in zip(indices, matrices, strict=True)]
+
+        rows = filter_sharded(params, [update for _, update in members], owners, filter_owned)
+        for param, shape, update in zip(params, blocks, rows, strict=True):
+            key = (tuple(shape.shape[-2:]), None)
+            self._apply(group, key, [(param, shape)], {param: update})
 
     @staticmethod
     def _filter(
@@ -343,9 +388,10 @@ class SpectralOptimizer(Optimizer):
         (rows, cols), _ = key
         step_size = group["lr"] * spectral_lr_scale(group["lr_scale"], rows, cols, group["lr_scale_factor"])
         for param, _ in members:
+            weights = local(param)  # FSDP2: this rank's rows, updated in place
             if group["weight_decay"]:
-                param.mul_(1.0 - group["lr"] * group["weight_decay"])
-            param.add_(updates[param], alpha=-step_size)
+                weights.mul_(1.0 - group["lr"] * group["weight_decay"])
+            weights.add_(updates[param].view_as(weights), alpha=-step_size)
 
 
 def distributed_ranks() -> tuple[int, int] | None:

@@ -1,0 +1,133 @@
+"""Spectral maps on parameters that FSDP2 shards (``fully_shard``: DTensors split along dim 0).
+
+A spectral map needs a whole matrix, and every rank holds only a block of rows of each. So each matrix
+gets one owner rank (:func:`~vla_train.optim.spectral.assign_owners`, balanced by Newton–Schulz work):
+every rank sends the owner its rows (one ``gather`` per owner, all that owner's matrices in one
+buffer), the owner runs the map on the assembled matrices, and sends each rank its rows of the result
+back (one ``scatter``). The momentum stays sharded, so optimizer memory per rank is ∝ 1/N, and each
+full matrix exists on exactly one rank, only during the step — the scheme dion uses, with gathers in
+place of its all-to-all.
+
+Rows are split as ``torch.chunk`` splits them (``ceil(rows / N)`` per rank, the last ranks shorter or
+empty), which is how DTensor places ``Shard(0)``; buffers are padded to equal sizes for the collectives.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.distributed as dist
+from torch.distributed.tensor import DTensor, Shard
+
+#: ``(indices into params, their full 2-D updates) → the filtered updates``, run by each matrix's owner
+FilterFn = Callable[[list[int], list[torch.Tensor]], list[torch.Tensor]]
+
+
+def is_sharded(tensor: torch.Tensor) -> bool:
+    return isinstance(tensor, DTensor)
+
+
+def local(tensor: torch.Tensor) -> torch.Tensor:
+    """A DTensor's rows on this rank (the same storage), or the tensor itself."""
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
+
+
+def check_row_sharded(param: DTensor, name: str) -> None:
+    """Only FSDP2's layout is assembled here: a 1-D mesh, rows split (``Shard(0)``)."""
+    if param.device_mesh.ndim != 1 or tuple(param.placements) != (Shard(0),):
+        raise ValueError(
+            f"{name}: a sharded parameter must be split along dim 0 on a 1-D mesh (FSDP2's fully_shard), "
+            f"got placements {tuple(param.placements)} on a {param.device_mesh.ndim}-D mesh"
+        )
+
+
+def row_counts(rows: int, world: int) -> list[int]:
+    """Rows of each rank under ``torch.chunk``'s split."""
+    chunk = math.ceil(rows / world)
+    return [max(0, min(chunk, rows - rank * chunk)) for rank in range(world)]
+
+
+def filter_sharded(
+    params: Sequence[DTensor],
+    updates: Sequence[torch.Tensor],
+    owners: Sequence[int],
+    filter_fn: FilterFn,
+) -> list[torch.Tensor]:
+    """This rank's rows of each filtered update.
+
+    Args:
+        params: the sharded parameters (for their global shape and mesh), in the same order on
+            every rank.
+        updates: this rank's rows of each update, as ``(local_rows, cols)`` matrices.
+        owners: the rank (in the mesh) that filters each matrix.
+        filter_fn: the spectral map on the full matrices an owner holds (called on the owner only).
+    """
+    mesh = params[0].device_mesh
+    group, rank, world = mesh.get_group(), mesh.get_local_rank(), mesh.size()
+    shapes = [
+        (update.size(-1), row_counts(param.size(0), world))
+        for param, update in zip(params, updates, strict=True)
+    ]
+    results: list[torch.Tensor | None] = [None] * len(params)
+    for owner in range(world):
+        owned = [index for index, o in enumerate(owners) if o == owner]
+        if not owned:
+            continue
+        # the owner's matrices, each this rank's rows padded to ceil(rows / N), in one buffer
+        sizes = [max(shapes[i][1]) * shapes[i][0] for i in owned]
+        send = torch.cat(
+            [_padded(updates[i].reshape(-1), size) for i, size in zip(owned, sizes, strict=True)]
+        )
+        received = [torch.empty_like(send) for _ in range(world)] if rank == owner else None
+        destination = dist.get_global_rank(group, owner)
+        dist.gather(send, received, dst=destination, group=group)
+        pieces = None
+        if rank == owner:
+            full = [_assemble(received, _offsets(sizes)[k], shapes[i]) for k, i in enumerate(owned)]
+            filtered = filter_fn(owned, full)
+            pieces = [
+                torch.cat(
+                    [
+                        _padded(_rows_of(result, shapes[i][1], r).reshape(-1), size)
+                        for result, i, size in zip(filtered, owned, sizes, strict=True)
+                    ]
+                )
+                for r in range(world)
+            ]
+        back = torch.empty_like(send)
+        dist.scatter(back, pieces, src=destination, group=group)
+        for k, index in enumerate(owned):
+            start = _offsets(sizes)[k]
+            cols, counts = shapes[index]
+            rows = back[start : start + counts[rank] * cols].view(counts[rank], cols)
+            results[index] = rows
+    return results  # type: ignore[return-value]
+
+
+def _padded(flat: torch.Tensor, size: int) -> torch.Tensor:
+    return torch.nn.functional.pad(flat, (0, size - flat.numel()))
+
+
+def _offsets(sizes: Sequence[int]) -> list[int]:
+    offsets, total = [], 0
+    for size in sizes:
+        offsets.append(total)
+        total += size
+    return offsets
+
+
+def _assemble(received: Sequence[torch.Tensor], offset: int, shape: tuple[int, list[int]]) -> torch.Tensor:
+    cols, counts = shape
+    return torch.cat(
+        [
+            buffer[offset : offset + count * cols].view(count, cols)
+            for buffer, count in zip(received, counts, strict=True)
+        ]
+    )
+
+
+def _rows_of(matrix: torch.Tensor, counts: Sequence[int], rank: int) -> torch.Tensor:
+    start = sum(counts[:rank])
+    return matrix[start : start + counts[rank]]
