@@ -105,6 +105,7 @@ RANGES: dict[str, tuple[Any, str]] = {
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
 SCHEDULES = ("constant", "cosine", "multistep")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+STRATEGIES = ("ddp", "fsdp")
 LOGGER_MODES = ("offline", "online", "disabled")
 
 
@@ -141,6 +142,14 @@ def validate_config(cfg: DictConfig) -> None:
             raise ConfigError(f"optimizer.{key}={optimizer[key]}: must be a finite number > 0")
     trainer = cfg.trainer
     _one_of("trainer.schedule", trainer.schedule, SCHEDULES)
+    strategy = trainer.get("strategy", "ddp")
+    _one_of("trainer.strategy", strategy, STRATEGIES)
+    if strategy == "fsdp" and trainer.eval_every:
+        raise ConfigError(
+            f"trainer.eval_every={trainer.eval_every}: evaluations during training are not run under "
+            "trainer.strategy=fsdp (the sharded policy needs every process); set trainer.eval_every=0 "
+            "and evaluate checkpoints with scripts/eval.py (the final evaluation still runs)"
+        )
     _one_of("trainer.mixed_precision", trainer.mixed_precision, MIXED_PRECISION)
     weight_dtype = trainer.get("weight_dtype", "float32")
     _one_of("trainer.weight_dtype", weight_dtype, ("float32", "bfloat16"))

@@ -20,6 +20,7 @@ from vla_train.config import ConfigError, validate_config
 from vla_train.evaluation import evaluate_policy
 from vla_train.trainer.checkpoint import list_checkpoints, resolve_resume
 from vla_train.trainer.loop import TrainingLoop
+from vla_train.trainer.sharding import shard_policy
 
 log = logging.getLogger(__name__)
 
@@ -242,6 +243,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     cast_trained_weights(policy, cfg.trainer.weight_dtype)
     if cfg.trainer.weight_dtype == "float32":
         warn_if_weights_are_low_precision(policy)
+    if cfg.trainer.get("strategy", "ddp") == "fsdp":  # before the optimizer: it steps the shards
+        shard_policy(policy, accelerator.device)
     rules = policy.optimizer_rules()
     optimizer = instantiate(cfg.optimizer)(
         policy, rules.modality_rules, adamw_patterns=rules.adamw_patterns, per_head_rules=rules.per_head_rules
@@ -264,7 +267,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
             return result
         del result["interrupted"]
         if cfg.evaluate and accelerator.is_main_process:  # only this one fails if every episode errored
-            evaluation = evaluate_policy(policy, adapter, run_dir / "eval" / f"step_{loop.state.step}")
+            evaluated = policy
+            if loop.sharded:  # the sharded policy needs every process: evaluate the saved whole weights
+                from vla_train.inference import load_policy
+
+                evaluated = load_policy(loop.checkpoint, device=str(accelerator.device))[1]
+            evaluation = evaluate_policy(evaluated, adapter, run_dir / "eval" / f"step_{loop.state.step}")
             loop.log(evaluation)
             result.update(evaluation)
     finally:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -249,7 +250,7 @@ def is_hidden_matrix(parameter: torch.Tensor) -> bool:
     ``(size(0), rest)``. Vectors in disguise — ``(1, N, D)`` position embeddings, ``(1, 1, D)`` class
     tokens — have a single singular value, where orthogonalization degenerates to sign-like scaling.
     """
-    return parameter.ndim >= 2 and parameter.size(0) > 1 and parameter[0].numel() > 1
+    return parameter.ndim >= 2 and parameter.size(0) > 1 and math.prod(parameter.shape[1:]) > 1
 
 
 def summarize_assignments(assignments: Sequence[ParameterAssignment]) -> str:

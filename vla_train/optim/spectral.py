@@ -260,7 +260,7 @@ class SpectralOptimizer(Optimizer):
                     "vla_train.optim.build_modality_optimizer."
                 )
             if layout is not None:
-                layout.count((param.size(0), param[0].numel()))
+                layout.count((param.size(0), math.prod(param.shape[1:])))
 
     def validate_group(self, group: dict[str, Any]) -> None:
         """Check algorithm-specific options of a new parameter group (raise ``ValueError``)."""

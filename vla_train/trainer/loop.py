@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
+from torch.distributed.tensor import DTensor
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -32,6 +33,8 @@ from vla_train.trainer.checkpoint import (
 from vla_train.trainer.data_order import EpochSeededSampler, step_generator
 from vla_train.trainer.metrics_log import MetricsLog, ThroughputWindow
 from vla_train.trainer.schedule import build_lr_scheduler
+from vla_train.trainer.sharded_checkpoint import load_sharded_checkpoint, save_sharded_checkpoint
+from vla_train.trainer.sharding import full_value, local_rows
 
 log = logging.getLogger(__name__)
 
@@ -121,11 +124,28 @@ class TrainingLoop:
         )
         self.unwrapped_policy = policy
         self.raw_optimizer = optimizer
+        # FSDP2 (trainer.strategy=fsdp, sharded by vla_train.trainer.sharding before the optimizer
+        # was built): accelerate must not wrap the policy again, and checkpoints keep optimizer shards
+        self.sharded = any(isinstance(param, DTensor) for param in policy.parameters())
         self.state = TrainerState()
         if resume_from is not None:
-            self.state = load_checkpoint(resume_from, policy, optimizer, self.scheduler)
+            if self.sharded:
+                self.state = load_sharded_checkpoint(
+                    resume_from,
+                    policy,
+                    optimizer,
+                    self.scheduler,
+                    accelerator.process_index,
+                    accelerator.num_processes,
+                )
+            else:
+                self.state = load_checkpoint(resume_from, policy, optimizer, self.scheduler)
             log.info("resumed from %s at step %d", resume_from, self.state.step)
-        self.policy, self.optimizer, self.loader = accelerator.prepare(policy, optimizer, loader)
+        if self.sharded:
+            self.policy = policy
+            self.optimizer, self.loader = accelerator.prepare(optimizer, loader)
+        else:
+            self.policy, self.optimizer, self.loader = accelerator.prepare(policy, optimizer, loader)
         self.metrics = None
         if accelerator.is_main_process:
             self.metrics = MetricsLog(
@@ -306,7 +326,7 @@ class TrainingLoop:
             grad_norm = self.accelerator.clip_grad_norm_(parameters, self.trainer_cfg.max_grad_norm)
         else:
             grad_norm = torch.nn.utils.get_total_norm([p.grad for p in parameters])
-        return total, float(grad_norm)
+        return total, float(full_value(grad_norm))
 
     def _gradient_diagnostics(self, batch: dict[str, Any], step: int) -> dict[str, float]:
         """Per-modality gradient erank (eq. 4) of the batch gradient and SNR (eq. 5) across micro-batches.
@@ -331,7 +351,8 @@ class TrainingLoop:
                 self.optimizer.zero_grad(set_to_none=True)
                 with self.accelerator.autocast():
                     self.policy(part, generator=generator).backward()
-                grads = [(n, p.grad) for n, p in names.items() if p.grad is not None]
+                # FSDP2: whole gradients (every process runs this, so the gathers match up)
+                grads = [(n, full_value(p.grad)) for n, p in names.items() if p.grad is not None]
                 meter.observe(grads)
                 for name, grad in grads:
                     totals[name] = totals[name] + grad if name in totals else grad.clone()
@@ -353,14 +374,34 @@ class TrainingLoop:
     # ---------------------------------------------------------------------------------------- output
     def _save(self) -> None:
         self.accelerator.wait_for_everyone()
-        broken = [n for n, p in self.unwrapped_policy.named_parameters() if not torch.isfinite(p).all()]
+        broken = [
+            n for n, p in self.unwrapped_policy.named_parameters() if not torch.isfinite(local_rows(p)).all()
+        ]
+        if self.sharded:  # each process sees its rows only: a broken tensor anywhere stops every process
+            flags = self.accelerator.reduce(
+                torch.tensor(float(bool(broken)), device=self.accelerator.device), "sum"
+            )
+            if flags.item() and not broken:
+                broken = ["(rows held by another process)"]
         if broken:  # e.g. a finite loss with an infinite step: never checkpoint such weights as good
             checkpoints = list_checkpoints(self.run_dir)
             raise TrainingDiverged(
                 f"{len(broken)} weight tensors are not finite at step {self.state.step} (e.g. {broken[0]}); "
                 f"not saved. Last good checkpoint: {checkpoints[-1] if checkpoints else 'none yet'}"
             )
-        if self.accelerator.is_main_process:
+        if self.sharded:
+            save_sharded_checkpoint(
+                self.run_dir,
+                self.unwrapped_policy,
+                self.raw_optimizer,
+                self.scheduler,
+                self.state,
+                self.accelerator.process_index,
+                self.accelerator.num_processes,
+                self.accelerator.wait_for_everyone,
+                keep=self.trainer_cfg.keep_checkpoints,
+            )
+        elif self.accelerator.is_main_process:
             save_checkpoint(
                 self.run_dir,
                 self.unwrapped_policy,

@@ -24,6 +24,9 @@ class TrainerConfig:
     mixed_precision: str = "auto"  # auto (bf16 on GPU, no on CPU) | no | bf16 | fp16
     weight_dtype: str = "float32"  # bfloat16: the official runs' bf16 weights and states (README: Devices)
     cpu: bool = False
+    # several processes: ddp (a whole model per process) | fsdp (FSDP2: parameters, gradients and
+    # optimizer state sharded across processes; what π0.5 and VLANeXt need on 48 GB GPUs)
+    strategy: str = "ddp"
     log_every: int = 10
     diagnostics_every: int = 500
     checkpoint_every: int = 500
