@@ -111,6 +111,22 @@ def configure_caches(cache_root: Path) -> None:
         os.environ.setdefault(variable, str((cache_root / sub).resolve()))
 
 
+def join_slurm_job_processes() -> bool:
+    """A SLURM job of several tasks (``hydra/launcher=slurm_8gpu``: one task per GPU, on one or more
+    nodes) is one training run: give each task torch.distributed's rank, world size, local rank and the
+    first node's address (submitit's ``TorchDistributedEnvironment``), as torchrun would. Returns whether
+    it did; a task that already has a rank (torchrun, accelerate launch inside the job) is left alone."""
+    if os.environ.get("SUBMITIT_EXECUTOR") != "slurm" or "RANK" in os.environ:  # not a submitit job
+        return False
+    if int(os.environ.get("SLURM_NTASKS", "1")) < 2:
+        return False
+    from submitit.helpers import TorchDistributedEnvironment
+
+    environment = TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    os.environ.setdefault("ACCELERATE_TORCH_DEVICE", f"cuda:{environment.local_rank}")
+    return True
+
+
 def pin_sweep_job_to_gpu() -> None:
     """A joblib sweep runs several jobs on one machine: job ``k`` trains on GPU ``k mod #GPUs``.
 
@@ -226,7 +242,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
 
     cpu = cfg.trainer.cpu or not torch.cuda.is_available()
-    if not cpu:
+    if not join_slurm_job_processes() and not cpu:
         pin_sweep_job_to_gpu()
     accelerator = Accelerator(
         cpu=cpu,
