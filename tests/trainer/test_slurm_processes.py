@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -22,10 +23,15 @@ EXPORTED = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "A
 
 
 @pytest.fixture
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    """No SLURM or torch.distributed variables; whatever the code under test exports is removed after
+    (a leftover RANK/WORLD_SIZE would make later runs wait for ranks that never come)."""
+    saved = dict(os.environ)
     for name in (*EXPORTED, "LOCAL_WORLD_SIZE", *TASK_NINE_OF_SIXTEEN):
         monkeypatch.delenv(name, raising=False)
-    return monkeypatch
+    yield monkeypatch
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 def test_a_task_of_a_two_node_job_gets_its_rank_and_the_first_nodes_address(clean_environment) -> None:
