@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -70,12 +71,18 @@ def rank_main(out: Path, layers: int, steps: int, layout: str) -> None:
     torch.distributed.destroy_process_group()
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def measure(processes: int, layers: int, steps: int, layout: str) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as scratch:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
         command = [
             sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-            "--master_port", str(29600 + processes), __file__, "--rank-main", scratch,
+            "--master_port", str(free_port()), __file__, "--rank-main", scratch,
             "--layers", str(layers), "--steps", str(steps), "--layout", layout,
         ]  # fmt: skip
         subprocess.run(command, check=True, env=env, capture_output=True, timeout=3600)

@@ -317,3 +317,30 @@ def test_auto_compute_dtype_is_a_property_of_the_device(monkeypatch: pytest.Monk
     monkeypatch.setattr(spectral, "cpu_has_native_bf16", lambda: True)
     assert spectral.resolve_compute_dtype("auto", torch.device("cpu")) == torch.bfloat16
     assert spectral.resolve_compute_dtype("float64", torch.device("cpu")) == torch.float64
+
+
+def test_large_buckets_filter_in_batches_with_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stacking a bucket in batches (bounded memory) changes no bit of the step; a member larger than a
+    batch is filtered alone."""
+    from vla_train.optim import spectral
+    from vla_train.optim.spectral import batches_of
+
+    def run() -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        params = [torch.nn.Parameter(torch.randn(16, 24)) for _ in range(5)] + [
+            torch.nn.Parameter(torch.randn(8, 8))
+        ]
+        optimizer = Pion(params, lr=0.02, compute_dtype="float32")
+        for step in range(2):
+            generator = torch.Generator().manual_seed(step)
+            for param in params:
+                param.grad = torch.randn(param.shape, generator=generator)
+            optimizer.step()
+        return [param.detach().clone() for param in params]
+
+    whole = run()
+    monkeypatch.setattr(spectral, "MAX_BATCH_ELEMENTS", 2 * 16 * 24)  # batches of two matrices
+    assert [len(b) for b in batches_of([(None, torch.empty(1, 16, 24))] * 5)] == [2, 2, 1]
+    assert [len(b) for b in batches_of([(None, torch.empty(1, 64, 64))] * 2)] == [1, 1]
+    for a, b in zip(whole, run(), strict=True):
+        assert torch.equal(a, b)

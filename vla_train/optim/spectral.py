@@ -9,8 +9,9 @@ Per step and per parameter group the base class:
 1. updates the momentum ``M ← μM + G`` (Alg. 2, line 3), optionally with a Nesterov look-ahead;
 2. views every update as a 2-D matrix (conv kernels are flattened to ``out × rest``) and, in
    per-head mode, splits it into per-head blocks (Alg. 3, line 4);
-3. stacks all blocks of the same shape and runs the spectral map on them as **one** batched call, so
-   24 identical layers cost one batched matmul chain instead of 24 Python-level iterations;
+3. stacks the blocks of the same shape and runs the spectral map on them as **one** batched call (up
+   to :data:`MAX_BATCH_ELEMENTS` at a time), so 24 identical layers cost one batched matmul chain
+   instead of 24 Python-level iterations; each update is made just before its batch is filtered;
 4. applies decoupled weight decay and ``θ ← θ − lr · scale(m, n) · X`` with an explicit scale rule.
 
 Across processes each matrix is filtered by one rank: under DDP (whole matrices everywhere) the owners
@@ -293,23 +294,25 @@ class SpectralOptimizer(Optimizer):
                 state["momentum_buffer"] = torch.zeros_like(param, memory_format=torch.preserve_format)
             buffer = state["momentum_buffer"]
             buffer.mul_(group["momentum"]).add_(param.grad)
-            update = param.grad.add(buffer, alpha=group["momentum"]) if group["nesterov"] else buffer
             if is_sharded(param):
                 check_row_sharded(param, f"{type(self).__name__} parameter of shape {tuple(param.shape)}")
-                rows = local(update)
+                rows = local(self._update(group, param))
                 sharded.append((param, rows.reshape(rows.size(0), math.prod(param.shape[1:]))))
                 continue
-            blocks = split_heads(update.reshape(update.size(0), -1), layout)
-            key = (tuple(blocks.shape[-2:]), blocks.device)
-            buckets.setdefault(key, []).append((param, blocks))
+            # the blocks' shape only (meta): each update is made when its batch is filtered, so that
+            # Nesterov's look-ahead never holds a second copy of every gradient at once
+            shape = split_heads(torch.empty(param.size(0), math.prod(param.shape[1:]), device="meta"), layout)
+            buckets.setdefault((tuple(shape.shape[-2:]), param.device), []).append((param, shape))
 
         spectral_map = self.spectral_map(group)
         if sharded:
             self._step_sharded(group, spectral_map, sharded, layout)
         ranks = distributed_ranks()
-        if ranks is None:  # one bucket at a time: its filtered updates are freed before the next
+        if ranks is None:  # a batch at a time: its updates and their filtered forms are freed after it
             for key, members in buckets.items():
-                self._apply(group, key, members, self._filter(group, spectral_map, key, members, layout))
+                for batch in batches_of(members):
+                    made = self._updates(group, batch, layout)
+                    self._apply(group, key, made, self._filter(group, spectral_map, key, made, layout))
             return
         # several processes: each filters the matrices it owns, then every rank gets every result
         if not buckets:
@@ -319,11 +322,26 @@ class SpectralOptimizer(Optimizer):
         updates: dict[torch.Tensor, torch.Tensor] = {}
         for key, members in buckets.items():
             mine = [member for member in members if next(flat) == ranks[0]]
-            if mine:
-                updates.update(self._filter(group, spectral_map, key, mine, layout))
+            for batch in batches_of(mine):
+                made = self._updates(group, batch, layout)
+                updates.update(self._filter(group, spectral_map, key, made, layout))
         updates = share_updates(buckets, owners, updates, ranks)
         for key, members in buckets.items():
             self._apply(group, key, members, updates)
+
+    def _update(self, group: dict[str, Any], param: torch.Tensor) -> torch.Tensor:
+        """The matrix the spectral map sees: the momentum, or Nesterov's ``G + μM``."""
+        buffer = self.state[param]["momentum_buffer"]
+        return param.grad.add(buffer, alpha=group["momentum"]) if group["nesterov"] else buffer
+
+    def _updates(
+        self, group: dict[str, Any], batch: list[tuple[torch.Tensor, torch.Tensor]], layout: HeadLayout | None
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        made = []
+        for param, _ in batch:
+            update = self._update(group, param)
+            made.append((param, split_heads(update.reshape(update.size(0), -1), layout)))
+        return made
 
     def _step_sharded(
         self,
@@ -392,6 +410,29 @@ class SpectralOptimizer(Optimizer):
             if group["weight_decay"]:
                 weights.mul_(1.0 - group["lr"] * group["weight_decay"])
             weights.add_(updates[param].view_as(weights), alpha=-step_size)
+
+
+#: the most matrix elements stacked into one batched spectral call (128 MiB in fp32): the stack, its
+#: Newton–Schulz temporaries and the results of a larger bucket would each be a copy of all of it
+MAX_BATCH_ELEMENTS = 2**25
+
+
+def batches_of(
+    members: list[tuple[torch.Tensor, torch.Tensor]], limit: int | None = None
+) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+    """A bucket's members in consecutive batches of at most ``limit`` elements (default
+    :data:`MAX_BATCH_ELEMENTS`; one member at least per batch)."""
+    limit = MAX_BATCH_ELEMENTS if limit is None else limit
+    batches: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
+    size = 0
+    for member in members:
+        elements = member[1].numel()
+        if not batches or size + elements > limit:
+            batches.append([])
+            size = 0
+        batches[-1].append(member)
+        size += elements
+    return batches
 
 
 def distributed_ranks() -> tuple[int, int] | None:
