@@ -2,9 +2,9 @@
 
 A spectral map needs a whole matrix, and every rank holds only a block of rows of each. So each matrix
 gets one owner rank (:func:`~vla_train.optim.spectral.assign_owners`, balanced by Newton–Schulz work):
-every rank sends the owner its rows (one ``gather`` per owner, all that owner's matrices in one
-buffer), the owner runs the map on the assembled matrices, and sends each rank its rows of the result
-back (one ``scatter``). The momentum stays sharded, so optimizer memory per rank is ∝ 1/N, and each
+every rank sends each owner its rows (one ``gather`` per owner, all that owner's matrices in one
+buffer), the owners run the map on their assembled matrices at the same time, and each sends every rank
+its rows of the result back (one ``scatter`` per owner). The momentum stays sharded, so optimizer memory per rank is ∝ 1/N, and each
 full matrix exists on exactly one rank, only during the step — the scheme dion uses, with gathers in
 place of its all-to-all.
 
@@ -70,39 +70,55 @@ def filter_sharded(
         (update.size(-1), row_counts(param.size(0), world))
         for param, update in zip(params, updates, strict=True)
     ]
-    results: list[torch.Tensor | None] = [None] * len(params)
-    for owner in range(world):
-        owned = [index for index, o in enumerate(owners) if o == owner]
+    # Three phases, so that the owners filter at the same time: every owner first receives all its
+    # matrices, then each filters its own, then every owner sends the rows back. (Gathering, filtering
+    # and scattering owner by owner would make every rank wait for each owner's filter in turn.)
+    owned_by = [[index for index, o in enumerate(owners) if o == owner] for owner in range(world)]
+    sizes_by = [[max(shapes[i][1]) * shapes[i][0] for i in owned] for owned in owned_by]
+    received: list[torch.Tensor] | None = None
+    sends: list[torch.Tensor | None] = [None] * world
+    for owner, (owned, sizes) in enumerate(zip(owned_by, sizes_by, strict=True)):
         if not owned:
             continue
         # the owner's matrices, each this rank's rows padded to ceil(rows / N), in one buffer
-        sizes = [max(shapes[i][1]) * shapes[i][0] for i in owned]
-        send = torch.cat(
+        send = sends[owner] = torch.cat(
             [_padded(updates[i].reshape(-1), size) for i, size in zip(owned, sizes, strict=True)]
         )
-        received = [torch.empty_like(send) for _ in range(world)] if rank == owner else None
-        destination = dist.get_global_rank(group, owner)
-        dist.gather(send, received, dst=destination, group=group)
-        pieces = None
+        buffers = [torch.empty_like(send) for _ in range(world)] if rank == owner else None
+        dist.gather(send, buffers, dst=dist.get_global_rank(group, owner), group=group)
         if rank == owner:
-            full = [_assemble(received, _offsets(sizes)[k], shapes[i]) for k, i in enumerate(owned)]
-            filtered = filter_fn(owned, full)
-            pieces = [
-                torch.cat(
-                    [
-                        _padded(_rows_of(result, shapes[i][1], r).reshape(-1), size)
-                        for result, i, size in zip(filtered, owned, sizes, strict=True)
-                    ]
-                )
-                for r in range(world)
-            ]
-        back = torch.empty_like(send)
-        dist.scatter(back, pieces, src=destination, group=group)
+            received = buffers
+    pieces = None
+    owned, sizes = owned_by[rank], sizes_by[rank]
+    if owned:
+        assert received is not None
+        full = [_assemble(received, _offsets(sizes)[k], shapes[i]) for k, i in enumerate(owned)]
+        del received
+        filtered = filter_fn(owned, full)
+        del full
+        pieces = [
+            torch.cat(
+                [
+                    _padded(_rows_of(result, shapes[i][1], r).reshape(-1), size)
+                    for result, i, size in zip(filtered, owned, sizes, strict=True)
+                ]
+            )
+            for r in range(world)
+        ]
+        del filtered
+    results: list[torch.Tensor | None] = [None] * len(params)
+    for owner, (owned, sizes) in enumerate(zip(owned_by, sizes_by, strict=True)):
+        if not owned:
+            continue
+        back = sends[owner]  # sent already: it receives this rank's rows of the result
+        assert back is not None
+        dist.scatter(
+            back, pieces if rank == owner else None, src=dist.get_global_rank(group, owner), group=group
+        )
         for k, index in enumerate(owned):
             start = _offsets(sizes)[k]
             cols, counts = shapes[index]
-            rows = back[start : start + counts[rank] * cols].view(counts[rank], cols)
-            results[index] = rows
+            results[index] = back[start : start + counts[rank] * cols].view(counts[rank], cols)
     return results  # type: ignore[return-value]
 
 
