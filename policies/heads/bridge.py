@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from policies.base import OptimizerRules
+from policies.heads.common import run_block
 from vla_train.optim import ModalityRule, PerHeadRule
 
 
@@ -86,10 +87,12 @@ class BridgeAttentionPolicy(nn.Module):
         width: the backbone's hidden size (the policy runs at the language model's width).
         num_layers: the language model's layer count (one block per layer).
         heads: attention heads per block.
+        gradient_checkpointing: recompute each block's activations in the backward pass.
     """
 
-    def __init__(self, width: int, num_layers: int, heads: int) -> None:
+    def __init__(self, width: int, num_layers: int, heads: int, gradient_checkpointing: bool = False) -> None:
         super().__init__()
+        self.gradient_checkpointing = gradient_checkpointing
         self.head_dim = width // heads
         self.blocks = nn.ModuleList(BridgeAttentionBlock(width, heads) for _ in range(num_layers))
         self.output_norm = nn.LayerNorm(width)
@@ -109,7 +112,15 @@ class BridgeAttentionPolicy(nn.Module):
                 f"states per source, got {len(raw_layers)} raw and {len(query_layers)} query"
             )
         for index, block in enumerate(self.blocks):
-            x = block(x, raw_layers[index + 1], raw_mask, query_layers[index + 1], proprio)
+            x = run_block(
+                block,
+                x,
+                raw_layers[index + 1],
+                raw_mask,
+                query_layers[index + 1],
+                proprio,
+                recompute=self.gradient_checkpointing,
+            )
         return self.output_norm(x)
 
     def optimizer_rules(self) -> OptimizerRules:

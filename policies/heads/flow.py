@@ -38,7 +38,7 @@ from torch import nn
 
 from policies.base import POLICY_SUPPLIED, ActionHead, BackboneOutput, OptimizerRules
 from policies.contract import BackboneSpec
-from policies.heads.common import masked_mean
+from policies.heads.common import masked_mean, run_block
 from vla_train.optim import ModalityRule, PerHeadRule
 from vla_train.schemas import register_schema
 
@@ -140,6 +140,8 @@ class FlowMatchingHead(ActionHead):
             run: 0.1; 0 turns it off).
         state_input: ``head`` (a DiT token from the current state) or ``backbone`` (VLANeXt: the
             recent states as tokens before the VLM's prompt; the backbone must take a prefix).
+        gradient_checkpointing: recompute each block's activations in the backward pass (memory for
+            compute: the backbones have the same option).
     """
 
     requirement_hints = MappingProxyType(
@@ -161,8 +163,10 @@ class FlowMatchingHead(ActionHead):
         time_sampling: str = "uniform",
         dct_loss_weight: float = 0.0,
         state_input: str = "head",
+        gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
+        self.gradient_checkpointing = gradient_checkpointing
         context_dim, context_layers = backbone.hidden_size, backbone.num_layers
         depth = context_layers + 1 if depth is None else depth
         if not 1 <= depth <= context_layers + 1:
@@ -250,7 +254,7 @@ class FlowMatchingHead(ActionHead):
             tokens = torch.cat([self.state_proj(state).unsqueeze(1), tokens], dim=1)
         x = tokens + self.position
         for block, layer in zip(self.blocks, context, strict=True):
-            x = block(x, time, layer, context_mask)
+            x = run_block(block, x, time, layer, context_mask, recompute=self.gradient_checkpointing)
         shift, scale = self.final_modulation(F.silu(time)).unsqueeze(1).chunk(2, -1)
         return self.output_proj(self.final_norm(x) * (1 + scale) + shift)[:, -self.chunk_size :]
 

@@ -136,6 +136,8 @@ class L1RegressionHead(ActionQueryL1Head):
         shift_queries: read each action query's features one position early, as the official head
             does (its slice is aligned for next-token prediction): the last instruction token's
             features, then queries 0 … Q−2; False reads the queries' own positions.
+        gradient_checkpointing: recompute each block's activations in the backward pass (memory for
+            compute: the backbones have the same option).
     """
 
     weight_sources = ("checkpoint",)  # only where weights come from: the architecture is in the config
@@ -159,6 +161,7 @@ class L1RegressionHead(ActionQueryL1Head):
         checkpoint: str | None = None,
         task_tokens: TaskTokens = TaskTokens.vision,
         shift_queries: bool = True,
+        gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__(num_queries, backbone.hidden_size)
         if input_noise_std < 0:
@@ -166,7 +169,9 @@ class L1RegressionHead(ActionQueryL1Head):
         self.task_tokens, self.shift_queries = TaskTokens(task_tokens), shift_queries
         self.chunk_size, self.input_noise_std = chunk_size, input_noise_std
         self.proprio_projector = ProprioProjector(state_dim, backbone.hidden_size)
-        self.model = ProActionPolicy(backbone.hidden_size, backbone.num_layers, action_dim, heads)
+        self.model = ProActionPolicy(
+            backbone.hidden_size, backbone.num_layers, action_dim, heads, gradient_checkpointing
+        )
         if checkpoint:
             load_vla_adapter_head(self, checkpoint)
 

@@ -30,6 +30,8 @@ class BridgeL1RegressionHead(ActionQueryL1Head):
     Args:
         num_queries: action queries run through the language model (VLA-Adapter: 64).
         heads: attention heads of each bridge block (VLA-Adapter: 8, i.e. 112-wide heads at 896).
+        gradient_checkpointing: recompute each block's activations in the backward pass (memory for
+            compute: the backbones have the same option).
     """
 
     def __init__(
@@ -40,6 +42,7 @@ class BridgeL1RegressionHead(ActionQueryL1Head):
         chunk_size: int,
         num_queries: int = 64,
         heads: int = 8,
+        gradient_checkpointing: bool = False,
     ) -> None:
         context_dim = backbone.hidden_size
         super().__init__(num_queries, context_dim)
@@ -47,7 +50,7 @@ class BridgeL1RegressionHead(ActionQueryL1Head):
         self.proprio_proj = nn.Sequential(
             nn.Linear(state_dim, context_dim), nn.GELU(), nn.Linear(context_dim, context_dim)
         )
-        self.policy = BridgeAttentionPolicy(context_dim, backbone.num_layers, heads)
+        self.policy = BridgeAttentionPolicy(context_dim, backbone.num_layers, heads, gradient_checkpointing)
         self.output_proj = nn.Linear(context_dim, action_dim)
 
     def regress(

@@ -41,7 +41,7 @@ from policies.base import (
     default_dtype,
 )
 from policies.contract import BackboneSpec
-from policies.heads.common import masked_mean
+from policies.heads.common import masked_mean, run_block
 from policies.joint_attention import attend, project_heads
 from policies.pi05_weights import expert_checkpoint_names, load_mapped_weights
 from vla_train.optim import ModalityRule
@@ -121,6 +121,8 @@ class PI05ActionExpert(ActionHead):
         min_period, max_period: the sinusoidal time embedding's period range.
         pretrained: π0.5 weights to load the expert and its projections from (see the backbone).
         dtype: weights' dtype.
+        gradient_checkpointing: recompute each block's activations in the backward pass (memory for
+            compute: the backbones have the same option).
     """
 
     normalization = "quantile"
@@ -146,8 +148,10 @@ class PI05ActionExpert(ActionHead):
         max_period: float = 4.0,
         pretrained: str | None = None,
         dtype: str = "float32",
+        gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
+        self.gradient_checkpointing = gradient_checkpointing
         backbone_attention = backbone.attention
         if backbone_attention is None:
             raise ValueError("the π0.5 expert attends with its VLM's layers: the backbone has no attention")
@@ -209,7 +213,7 @@ class PI05ActionExpert(ActionHead):
         allowed = torch.cat([prefix_mask[:, None, None, :].expand(-1, 1, steps, -1),
                              prefix_mask.new_ones(batch, 1, steps, steps)], dim=-1)  # fmt: skip
         for layer, prefix in zip(self.expert.layers, features.layer_keys_values, strict=True):
-            x = layer(x, cond, prefix, rotary, allowed)
+            x = run_block(layer, x, cond, prefix, rotary, allowed, recompute=self.gradient_checkpointing)
         x, _ = self.expert.norm(x, cond)
         return self.action_out_proj(x).float()
 

@@ -31,6 +31,7 @@ from torch import nn
 
 from policies.base import OptimizerRules
 from policies.heads.bridge import split_into_heads
+from policies.heads.common import run_block
 from vla_train.optim import ModalityRule, PerHeadRule
 
 ROPE_BASE = 10_000.0
@@ -127,10 +128,19 @@ class ProActionPolicy(nn.Module):
         num_layers: the language model's layer count (one block per layer; VLA-Adapter: 24).
         action_dim: action size; the stem's input is ``action_dim · width`` wide, as in the official head.
         heads: attention heads per block (VLA-Adapter: 8, i.e. 112-wide heads at 896).
+        gradient_checkpointing: recompute each block's activations in the backward pass.
     """
 
-    def __init__(self, width: int, num_layers: int, action_dim: int, heads: int = 8) -> None:
+    def __init__(
+        self,
+        width: int,
+        num_layers: int,
+        action_dim: int,
+        heads: int = 8,
+        gradient_checkpointing: bool = False,
+    ) -> None:
         super().__init__()
+        self.gradient_checkpointing = gradient_checkpointing
         self.input_dim = action_dim * width
         self.head_dim = width // heads
         self.layer_norm1 = nn.LayerNorm(self.input_dim)
@@ -157,7 +167,15 @@ class ProActionPolicy(nn.Module):
             )
         x = F.relu(self.fc1(self.layer_norm1(rows)))
         for index, block in enumerate(self.mlp_resnet_blocks):
-            x = block(x, task_layers[index + 1], task_mask, adapter_layers[index + 1], proprio)
+            x = run_block(
+                block,
+                x,
+                task_layers[index + 1],
+                task_mask,
+                adapter_layers[index + 1],
+                proprio,
+                recompute=self.gradient_checkpointing,
+            )
         return self.fc2(self.layer_norm2(x))
 
     def optimizer_rules(self) -> OptimizerRules:

@@ -3,10 +3,10 @@
 A spectral map needs a whole matrix, and every rank holds only a block of rows of each. So each matrix
 gets one owner rank (:func:`~vla_train.optim.spectral.assign_owners`, balanced by Newton–Schulz work):
 every rank sends each owner its rows (one ``gather`` per owner, all that owner's matrices in one
-buffer), the owners run the map on their assembled matrices at the same time, and each sends every rank
-its rows of the result back (one ``scatter`` per owner). The momentum stays sharded, so optimizer memory per rank is ∝ 1/N, and each
-full matrix exists on exactly one rank, only during the step — the scheme dion uses, with gathers in
-place of its all-to-all.
+buffer), the owners run the map on their assembled matrices at the same time, and each sends every
+rank its rows of the result back (one ``scatter`` per owner). The momentum stays sharded, so optimizer
+memory per rank is ∝ 1/N, and each full matrix exists on exactly one rank, only during the step — the
+scheme dion uses, with gathers in place of its all-to-all.
 
 Rows are split as ``torch.chunk`` splits them (``ceil(rows / N)`` per rank, the last ranks shorter or
 empty), which is how DTensor places ``Shard(0)``; buffers are padded to equal sizes for the collectives.
