@@ -111,6 +111,13 @@ class EnvAdapter:
         """Picklable ``task -> rollout env`` as the simulator gives it (one state per input)."""
         return functools.partial(make_rollout_env, self.cfg)
 
+    # --- serving ----------------------------------------------------------------------------------
+    def openpi_inputs(self) -> Callable[[Mapping[str, Any]], dict[str, Any]] | None:
+        """``observation -> policy input`` for the observations openpi's client for this environment
+        sends (``scripts/serve.py`` answers them), through this environment's own transform; None
+        where openpi has no client for it."""
+        return None
+
 
 def make_rollout_env(env_cfg: DictConfig, task: str) -> Any:
     """Build ``env_cfg``'s adapter and its rollout env for ``task``: the picklable env factory that

@@ -2,9 +2,13 @@
 
     python scripts/serve.py outputs/<run>                      # latest checkpoint, ws://127.0.0.1:8765
     python scripts/serve.py outputs/<run> --port 9000 backbone.attn_implementation=sdpa
+    python scripts/serve.py outputs/<run> --host 0.0.0.0      # reachable from a robot laptop
 
 Clients: ``envs/libero/client.py`` (LIBERO / LIBERO-Plus evaluation from another Python
-environment) or any program using ``vla_train.serving.client.RemotePolicy``.
+environment), ``envs/droid/client.py``, any program using ``vla_train.serving.client.RemotePolicy``,
+and openpi's own clients (``openpi_client.WebsocketClientPolicy``: its DROID and LIBERO examples) on
+the same port, for LIBERO and DROID policies. Requests that arrive together are answered by one
+forward pass (``--batch-wait-ms``).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from pathlib import Path
 from vla_train.evaluation import local_policy_fn
 from vla_train.inference import load_policy
 from vla_train.serving.server import DEFAULT_HOST, DEFAULT_PORT, PolicyServer
-from vla_train.training import configure_caches
+from vla_train.training import build_env_adapter, configure_caches
 
 
 def build_server(
@@ -26,7 +30,12 @@ def build_server(
     port: int,
     device: str = "auto",
     seed: int | None = None,
+    batch_wait_ms: float = 5.0,
+    max_batch: int = 64,
 ) -> PolicyServer:
+    """The checkpoint's policy behind a :class:`PolicyServer`. With ``seed`` every request is run on
+    its own (the same observation gets the same actions only if its sampling noise does not depend on
+    what else is in the batch)."""
     cfg, policy, path = load_policy(checkpoint, overrides, device)
     metadata = {
         "checkpoint": str(path),
@@ -41,7 +50,15 @@ def build_server(
     for key in ("state_space", "action_space"):  # robots with several (DROID): what the policy speaks
         if key in cfg.env:
             metadata[key] = str(cfg.env[key])
-    return PolicyServer(local_policy_fn(policy, seed), metadata, host=host, port=port)
+    return PolicyServer(
+        local_policy_fn(policy, seed),
+        metadata,
+        host=host,
+        port=port,
+        openpi_inputs=build_env_adapter(cfg.env).openpi_inputs(),
+        batch_wait_s=0.0 if seed is not None else batch_wait_ms / 1e3,
+        max_batch=max_batch,
+    )
 
 
 def main() -> None:
@@ -54,9 +71,29 @@ def main() -> None:
     parser.add_argument(
         "--seed", type=int, help="same observation → same actions (seeds each request's sampling noise)"
     )
+    parser.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=5.0,
+        help="how long a request waits for others to share its forward pass (0: none)",
+    )
+    parser.add_argument("--max-batch", type=int, default=64, help="most inputs in one forward pass")
     args = parser.parse_args()
+    if args.batch_wait_ms < 0 or args.max_batch < 1:
+        parser.error(
+            f"--batch-wait-ms must be >= 0 and --max-batch >= 1, got {args.batch_wait_ms}, {args.max_batch}"
+        )
     configure_caches(Path(os.environ.get("VLA_TRAIN_CACHE", ".cache")))
-    server = build_server(args.checkpoint, args.overrides, args.host, args.port, args.device, args.seed)
+    server = build_server(
+        args.checkpoint,
+        args.overrides,
+        args.host,
+        args.port,
+        args.device,
+        args.seed,
+        args.batch_wait_ms,
+        args.max_batch,
+    )
     print(
         f"serving {server.metadata['checkpoint']} on ws://{args.host}:{args.port} (Ctrl-C to stop)",
         flush=True,

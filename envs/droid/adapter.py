@@ -6,6 +6,7 @@ DROID is a real robot: there is no simulator to evaluate in. The fine-tuned poli
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,7 +14,7 @@ import torch
 
 from envs.base import ACTION_KEY, STATE_KEY, EnvAdapter, TrainingData, camera_key
 from envs.droid import spaces
-from envs.droid.transforms import policy_input
+from envs.droid.transforms import openpi_policy_input, policy_input
 from vla_train.rollout import EpisodeSpec
 
 
@@ -58,6 +59,13 @@ class DroidAdapter(EnvAdapter):
             "action_is_pad": sample[f"{ACTION_KEY}_is_pad"],
             "instruction": live["instruction"],
         }
+
+    def openpi_inputs(self) -> functools.partial:
+        """openpi's ``examples/droid/main.py`` observations (a robot laptop running openpi's client)."""
+        spaces.check(self.cfg.state_space, self.cfg.action_space)
+        return functools.partial(
+            openpi_policy_input, size=int(self.cfg.image_size), state_space=str(self.cfg.state_space)
+        )
 
     def evaluation_episodes(self) -> list[EpisodeSpec]:
         return []  # a real robot: evaluate with the policy server and envs/droid/client.py

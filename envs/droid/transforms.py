@@ -10,21 +10,14 @@ gripper position (:mod:`envs.droid.spaces`).
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
 
+from envs import openpi
+from envs.images import resize_with_pad
 
-def resize_with_pad(image: np.ndarray, size: int) -> np.ndarray:
-    """``(H, W, 3)`` uint8 → ``(size, size, 3)`` uint8: bilinear resize of the longer side, centred."""
-    height, width = image.shape[:2]
-    if (height, width) == (size, size):
-        return image
-    scale = size / max(height, width)
-    new_height, new_width = max(1, round(height * scale)), max(1, round(width * scale))
-    resized = np.asarray(Image.fromarray(image).resize((new_width, new_height), Image.BILINEAR))
-    padded = np.zeros((size, size, 3), dtype=np.uint8)
-    top, left = (size - new_height) // 2, (size - new_width) // 2
-    padded[top : top + new_height, left : left + new_width] = resized
-    return padded
+#: what openpi's DROID client (``examples/droid/main.py``) sends
+OPENPI_EXTERIOR, OPENPI_WRIST = "observation/exterior_image_1_left", "observation/wrist_image_left"
+OPENPI_JOINTS, OPENPI_GRIPPER = "observation/joint_position", "observation/gripper_position"
+OPENPI_KEYS = (OPENPI_EXTERIOR, OPENPI_WRIST, OPENPI_JOINTS, OPENPI_GRIPPER, openpi.PROMPT_KEY)
 
 
 def policy_input(
@@ -48,6 +41,25 @@ def policy_input(
         "state": state,
         "instruction": instruction,
     }
+
+
+def openpi_policy_input(observation: dict, size: int, state_space: str = "joint") -> dict:
+    """openpi's DROID observation → the policy input, through :func:`policy_input` as training data.
+    openpi's client sends joint positions, so only a policy trained on the ``joint`` state space can
+    read it."""
+    if state_space != "joint":
+        raise ValueError(
+            f"openpi's DROID client sends joint positions; this policy was trained on env.state_space="
+            f"{state_space}: use envs.droid.client, which sends the policy's own state space"
+        )
+    return policy_input(
+        openpi.image(observation, OPENPI_EXTERIOR, OPENPI_KEYS),
+        openpi.image(observation, OPENPI_WRIST, OPENPI_KEYS),
+        openpi.vector(observation, OPENPI_JOINTS, 7, OPENPI_KEYS),
+        openpi.vector(observation, OPENPI_GRIPPER, 1, OPENPI_KEYS),
+        openpi.prompt(observation, OPENPI_KEYS),
+        size,
+    )
 
 
 def robot_action(action: np.ndarray, velocity: bool = True) -> np.ndarray:

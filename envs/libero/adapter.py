@@ -108,6 +108,10 @@ class LiberoAdapter(EnvAdapter):
     def make_env(self, task: str) -> LiberoRolloutEnv:
         return make_libero_env(self.settings, task)
 
+    def openpi_inputs(self) -> functools.partial:
+        """openpi's ``examples/libero/main.py`` observations (LIBERO-Plus's clients send the same)."""
+        return functools.partial(self.transforms.openpi_inputs, image_size=int(self.cfg.image_size))
+
     def simulator_factory(self) -> functools.partial:
         """Picklable and free of config objects: LIBERO-Plus env clients rebuild it from settings."""
         return functools.partial(make_libero_env, self.settings)

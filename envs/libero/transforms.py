@@ -7,7 +7,10 @@
 - :meth:`LiberoTransforms.inputs`: a frame as read → the policy input (cameras in ``env.cameras``
   order), for dataset frames and live frames alike;
 - :meth:`LiberoTransforms.outputs`: a policy action → the simulator's (delta end-effector pose and
-  gripper, −1 open / +1 close, clipped to [−1, 1]).
+  gripper, −1 open / +1 close, clipped to [−1, 1]);
+- :meth:`LiberoTransforms.openpi_inputs`: what openpi's LIBERO client (``examples/libero/main.py``)
+  sends → the policy input: its images are already upright (it rotates them by 180° as the datasets
+  do) and resized to 224² with padding, its state is the datasets' 8-D state.
 
 NumPy only, so that LIBERO-Plus env clients can import it from their own Python environment.
 """
@@ -20,10 +23,16 @@ from typing import Any
 
 import numpy as np
 
+from envs import openpi
+from envs.images import resize_with_pad
 from envs.layout import STATE_KEY, as_read, camera_key, stack_cameras
 
 #: dataset camera (``env.cameras``) → the simulator camera it was recorded from
 SIMULATOR_CAMERAS = {"image": "agentview", "image2": "robot0_eye_in_hand"}
+#: dataset camera → the key openpi's LIBERO client sends it under, and the state's key
+OPENPI_CAMERAS = {"image": "observation/image", "image2": "observation/wrist_image"}
+OPENPI_STATE = "observation/state"
+LIBERO_STATE_DIM = 8
 
 
 def axis_angle(quaternion_xyzw: np.ndarray) -> np.ndarray:
@@ -85,6 +94,20 @@ class LiberoTransforms:
     def live_inputs(self, observation: Mapping[str, np.ndarray], instruction: str) -> dict[str, Any]:
         """A live observation → the policy input, through the same :meth:`inputs` as the training data."""
         return self.inputs(as_read(self.frame(observation, instruction)))
+
+    def openpi_inputs(self, observation: Mapping[str, Any], image_size: int) -> dict[str, Any]:
+        """openpi's LIBERO observation → the policy input, its images resized (with padding) to the
+        training data's ``image_size`` and then through the same :meth:`inputs` as the training data."""
+        expected = [*(OPENPI_CAMERAS[camera] for camera in self.cameras), OPENPI_STATE, openpi.PROMPT_KEY]
+        frame: dict[str, Any] = {
+            camera_key(camera): resize_with_pad(
+                openpi.image(observation, OPENPI_CAMERAS[camera], expected), image_size
+            )
+            for camera in self.cameras
+        }
+        frame[STATE_KEY] = openpi.vector(observation, OPENPI_STATE, LIBERO_STATE_DIM, expected)
+        frame["task"] = openpi.prompt(observation, expected)
+        return self.inputs(as_read(frame))
 
     def outputs(self, action: np.ndarray) -> np.ndarray:
         return np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
