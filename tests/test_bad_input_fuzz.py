@@ -40,6 +40,7 @@ BAD_VALUES = {
     "trainer.batch_size": ["0", "-64"],
     "trainer.gradient_accumulation_steps": ["0", "-2"],
     "trainer.log_every": ["0"],
+    "trainer.progress_interval_s": ["0", "-1", "inf"],
     "trainer.max_nonfinite_steps": ["0"],
     "trainer.warmup_steps": ["-1", "-10"],
     "trainer.decay_steps": ["1", "-1"],

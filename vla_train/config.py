@@ -92,6 +92,7 @@ RANGES: dict[str, tuple[Any, str]] = {
     "trainer.keep_checkpoints": (lambda v: v >= 0, ">= 0 (0: keep all)"),
     "trainer.stop_at_step": (lambda v: v is None or v >= 1, ">= 1, or null"),
     "trainer.max_nonfinite_steps": (lambda v: v >= 1, ">= 1"),
+    "trainer.progress_interval_s": (lambda v: v > 0 and math.isfinite(v), "a finite number of seconds > 0"),
     "env.image_size": (lambda v: v >= 1, ">= 1"),
     "env.chunk_size": (lambda v: v >= 1, ">= 1"),
     "env.state_history": (lambda v: v >= 1, ">= 1"),

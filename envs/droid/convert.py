@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
 
 from envs.droid import spaces
 from envs.droid.raw import find_episodes, read_episode
@@ -27,6 +26,7 @@ from vla_train.data.lerobot_io import (
     refuse_existing,
     vector_feature,
 )
+from vla_train.progress import progress_bar
 
 FPS = 15
 IMAGE_WIDTH, IMAGE_HEIGHT = 320, 180
@@ -73,14 +73,16 @@ def convert(
     with (
         dataset_lock(output),
         DatasetRecorder(output, repo_id, FPS, features, robot_type="panda") as recorder,
+        progress_bar(len(episodes), f"DROID → {output}", unit="episode") as progress,
     ):
-        for episode in tqdm(episodes, desc=f"DROID → {output}", dynamic_ncols=True):
+        for episode in episodes:
             for step in episode.steps(state_space, action_space):
                 frame = {f"observation.images.{c}": _resize(step.images[c]) for c in recorded}
                 frame["observation.state"] = step.state(state_space)
                 frame["action"] = step.action(action_space)
                 recorder.add_frame(frame, task=episode.instruction or "do something")
             recorder.save_episode()
+            progress.update(1)
     return len(episodes)
 
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from envs.base import ACTION_KEY, STATE_KEY, EnvAdapter, TrainingData, camera_key
 from envs.robosuite.expert import LiftExpert
@@ -31,6 +30,7 @@ from vla_train.data.lerobot_io import (
     refuse_existing,
     vector_feature,
 )
+from vla_train.progress import progress_bar
 from vla_train.rollout import EpisodeSpec
 
 VIDEO_UPSCALE = 4
@@ -141,7 +141,7 @@ class RobosuiteLiftAdapter(EnvAdapter):
                     robot_type="panda",
                     video=self.cfg.dataset.video,
                 ) as recorder,
-                tqdm(total=num_demos, desc=f"expert demonstrations → {root}", dynamic_ncols=True) as progress,
+                progress_bar(num_demos, f"expert demonstrations → {root}", unit="episode") as progress,
             ):
                 while recorder.episodes < num_demos:
                     if attempts >= 2 * num_demos + 10:

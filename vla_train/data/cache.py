@@ -6,7 +6,8 @@ from typing import Any
 
 import torch
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
+
+from vla_train.progress import progress_bar
 
 
 class InMemoryDataset(Dataset):
@@ -17,9 +18,11 @@ class InMemoryDataset(Dataset):
     """
 
     def __init__(self, dataset: Dataset, description: str = "caching dataset") -> None:
-        self.samples = [
-            _compress(dataset[i]) for i in tqdm(range(len(dataset)), desc=description, dynamic_ncols=True)
-        ]
+        self.samples = []
+        with progress_bar(len(dataset), description, unit="sample") as progress:
+            for index in range(len(dataset)):
+                self.samples.append(_compress(dataset[index]))
+                progress.update(1)
 
     def __len__(self) -> int:
         return len(self.samples)

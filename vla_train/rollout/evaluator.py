@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from vla_train.progress import progress_bar
 from vla_train.rollout.episodes import EpisodeSpec, ResultsFile
 from vla_train.rollout.worker import EnvFactory, EnvWorker, WorkerDied
 
@@ -126,15 +126,15 @@ class Tally:
     def __init__(self, results: ResultsFile, total: int, show: bool) -> None:
         self.results = results
         self.successes = self.finished = self.errors = 0
-        self.bar = tqdm(total=total, desc="episodes", dynamic_ncols=True, disable=not show)
+        self.bar = progress_bar(total, "evaluation", unit="episode", enabled=show)
 
     def record(self, spec: EpisodeSpec, attempts: int, **outcome: Any) -> None:
         self.results.append(spec, attempts=attempts, **outcome)
         self.finished += 1
         self.successes += bool(outcome.get("success"))
         self.errors += outcome.get("error") is not None
-        self.bar.update(1)
         self.bar.set_postfix(success=f"{self.successes}/{self.finished}", errors=self.errors)
+        self.bar.update(1)
 
     def close(self) -> None:
         self.bar.close()

@@ -18,11 +18,11 @@ from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
 from torch.distributed.tensor import DTensor
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from envs.base import TrainingData
 from policies.vla_policy import VLAPolicy
 from vla_train.optim import GradientSNRMeter, ModalityOptimizer, module_effective_ranks
+from vla_train.progress import progress_bar
 from vla_train.trainer.checkpoint import (
     TrainerState,
     checkpoint_name,
@@ -194,12 +194,12 @@ class TrainingLoop:
         stop_at = min(cfg.steps, cfg.stop_at_step) if cfg.stop_at_step else cfg.steps
         batches = self._batches()
         previous_handler = signal.signal(signal.SIGINT, self._request_stop)
-        progress = tqdm(
-            total=cfg.steps,
+        progress = progress_bar(
+            cfg.steps,
+            "train",
             initial=self.state.step,
-            desc="train",
-            dynamic_ncols=True,
-            disable=not self.accelerator.is_main_process,
+            enabled=self.accelerator.is_main_process,
+            interval_s=cfg.get("progress_interval_s", 30.0),
         )
         window = ThroughputWindow()
         last: dict[str, float] = {}

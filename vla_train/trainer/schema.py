@@ -28,6 +28,8 @@ class TrainerConfig:
     # optimizer state sharded across processes; what π0.5 and VLANeXt need on 48 GB GPUs)
     strategy: str = "ddp"
     log_every: int = 10
+    # off a terminal (SLURM, nohup, CI) progress is a plain line this often instead of a tqdm bar
+    progress_interval_s: float = 30.0
     diagnostics_every: int = 500
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
