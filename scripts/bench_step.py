@@ -9,6 +9,7 @@ how it is tested).
     python scripts/bench_step.py --backbone prismatic_qwen25 --head l1 --batch 8     # VLA-Adapter, GPU
     python scripts/bench_step.py --backbone qwen3_vl --head flow --batch 8           # VLANeXt, GPU
     python scripts/bench_step.py --backbone pi05 --head pi05 --batch 8 --chunk 16    # π0.5 (DROID), GPU
+    python scripts/bench_step.py --backbone qwen3_vl --head flow head.gradient_checkpointing=true
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import resource
 import statistics
 import time
+from collections.abc import Sequence
 
 import torch
 from hydra.utils import instantiate
@@ -40,11 +42,19 @@ def return_freed_memory_at_once() -> None:
         mallopt(m_mmap_threshold, 64 * 1024)
 
 
-def build(backbone_name: str, head_name: str, chunk: int, device: torch.device) -> VLAPolicy:
+def build(
+    backbone_name: str, head_name: str, chunk: int, device: torch.device, overrides: Sequence[str] = ()
+) -> VLAPolicy:
     """The options as ``train.py`` builds them, with random weights and nothing downloaded."""
     with device:
         policy = build_policy(
-            backbone_name, head_name, action_dim=7, state_dim=8, chunk_size=chunk, random_init=True
+            backbone_name,
+            head_name,
+            action_dim=7,
+            state_dim=8,
+            chunk_size=chunk,
+            random_init=True,
+            overrides=overrides,
         )
     return policy  # fp32 weights, bf16 autocast on GPUs: as the trainer runs the full-size configs
 
@@ -62,12 +72,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument(
         "--autocast", default="auto", choices=["auto", "bf16", "no"], help="auto: bf16 on GPUs, none on CPUs"
     )
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        help="option overrides, e.g. backbone.gradient_checkpointing=true head.gradient_checkpointing=true",
+    )
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cpu":
         return_freed_memory_at_once()
     torch.manual_seed(0)
-    policy = build(args.backbone, args.head, args.chunk, device)
+    policy = build(args.backbone, args.head, args.chunk, device, args.overrides)
     size = policy.backbone.image_size
     batch = {
         "images": torch.rand(args.batch, args.cameras, 3, size, size, device=device),

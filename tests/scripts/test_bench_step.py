@@ -13,3 +13,25 @@ def test_bench_step_times_a_training_step_on_cpu(backbone: str, head: str) -> No
     assert result["changed_fraction"] > 0.5  # the timed steps trained it (zero-gated parts wait: flow)
     assert result["forward_backward_ms"] > 0 and result["optimizer_ms"] > 0
     assert 0.1 < result["peak_gib"] < 64  # on a CPU the process's peak RSS
+
+
+def test_bench_step_takes_option_overrides() -> None:
+    plain = main(
+        ["--backbone", "tiny", "--head", "flow_tiny", "--batch", "2", "--steps", "1", "--device", "cpu"]
+    )
+    overridden = main(
+        [
+            "--backbone",
+            "tiny",
+            "--head",
+            "flow_tiny",
+            "--batch",
+            "2",
+            "--steps",
+            "1",
+            "--device",
+            "cpu",
+            "head.width=96",
+        ]
+    )
+    assert overridden["parameters_m"] > plain["parameters_m"]  # a wider DiT was built
