@@ -110,6 +110,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             table.add_column(column, justify="right")
         table.add_row(*("—" if value is None else f"{value:.1%}" for value in row.values()))
         console.print(table)
+    if records and summary.overall.errors == len(records):
+        raise SystemExit(
+            f"every episode ended in an error (the first: {records[0]['error']}); see "
+            f"{output / 'episodes.jsonl'}: there is no success rate to report"
+        )
     return summary.metrics()
 
 

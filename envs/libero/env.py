@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from envs.libero.runtime import import_libero
+from envs.libero.runtime import import_libero, task_instruction
 from envs.libero.transforms import SIMULATOR_CAMERAS, LiberoTransforms, upright
 from vla_train.rollout.episodes import EpisodeSpec
 
@@ -127,7 +127,7 @@ class LiberoRolloutEnv:
         if not 0 <= index < benchmark.n_tasks:
             raise ValueError(f"{suite} has tasks 0..{benchmark.n_tasks - 1}, got {index}")
         task_info = benchmark.get_task(index)
-        self.instruction = task_info.language
+        self.instruction = task_instruction(task_info.name, task_info.language)
         self.init_states = benchmark.get_task_init_states(index)
         bddl = os.path.join(
             libero.get_libero_path("bddl_files"), task_info.problem_folder, task_info.bddl_file

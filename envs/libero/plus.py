@@ -139,15 +139,18 @@ def plus_episodes(
 
 def table1_row(records: Iterable[Mapping[str, Any]]) -> dict[str, float | None]:
     """Success rates in Table 1's layout: the LIBERO-Plus average over all episodes, then one column
-    per perturbation category (None where a category was not run)."""
-    totals: dict[str, list[int]] = {column: [0, 0] for column in CATEGORY_COLUMNS.values()}
+    per perturbation category (None where a category was not run, or where every episode of it ended
+    in an error: a simulator that could not run has no success rate, not 0 %)."""
+    totals: dict[str, list[int]] = {column: [0, 0, 0] for column in CATEGORY_COLUMNS.values()}
     for record in records:
         column = CATEGORY_COLUMNS[record["group"]]
         totals[column][0] += bool(record.get("success"))
         totals[column][1] += 1
-    episodes = sum(count for _, count in totals.values())
+        totals[column][2] += record.get("error") is not None
+    episodes = sum(count for _, count, _ in totals.values())
+    errors = sum(errored for _, _, errored in totals.values())
     row: dict[str, float | None] = {
-        "LIBERO-Plus": sum(s for s, _ in totals.values()) / episodes if episodes else None
+        "LIBERO-Plus": sum(s for s, _, _ in totals.values()) / episodes if episodes > errors else None
     }
-    row.update({column: (s / n if n else None) for column, (s, n) in totals.items()})
+    row.update({column: (s / n if n > e else None) for column, (s, n, e) in totals.items()})
     return row

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 from types import ModuleType
@@ -59,6 +60,13 @@ def write_libero_config(config_dir: Path, assets: Path) -> Path:
             "LIBERO-Plus installs itself as `libero` in its own environment (see the README)"
         )
     package = Path(next(iter(spec.submodule_search_locations))) / "libero"
+    own_assets = package / "assets"
+    if (package / "benchmark" / "task_classification.json").is_file() and own_assets.resolve() != assets:
+        # LIBERO-Plus ignores config.yaml's `assets`: it opens its scenes and objects under its package
+        raise LiberoSetupError(
+            f"LIBERO-Plus loads its assets from {own_assets} only, not from {assets}: unzip its assets.zip "
+            f"there (or link a copy: ln -s {assets} {own_assets}) and pass that directory"
+        )
     config_dir.mkdir(parents=True, exist_ok=True)
     config = {
         "benchmark_root": package,
@@ -132,3 +140,24 @@ def _instruction(problem_name: str) -> str:
     if "SCENE" in problem_name:  # KITCHEN_SCENE3_turn_on_the_stove → turn on the stove
         problem_name = problem_name.split("SCENE", 1)[1].split("_", 1)[1]
     return " ".join(problem_name.split("_"))
+
+
+#: what LIBERO-Plus appends to an unperturbed task's name, one alternative per perturbation kind (camera
+#: view and initial state, with noise or a rewritten instruction; table and light textures, added
+#: objects, layout levels): every name of its task_classification.json ends in one
+PLUS_NAME_SUFFIX = re.compile(
+    r"(_language_\d+)?_view_\d+_\d+_\d+_\d+_\d+_initstate_\d+(_noise_\d+)?$"
+    r"|_(table|tb|light|add)_\d+$"
+    r"|(_moved)?_level\d+_sample\d+$"
+)
+
+
+def task_instruction(name: str, language: str) -> str:
+    """The instruction a task gives the policy. LIBERO's ``language`` is right for LIBERO's tasks, but
+    LIBERO-Plus derives ``language`` from the task's name with its perturbation suffix ("pick up the
+    milk … view 0 0 177 0 0 initstate 0"): there the policy gets the unperturbed task's instruction, and
+    a rewritten-instruction task (``_language_``, read from its BDDL file) keeps its own."""
+    if "_language_" in name:
+        return language
+    base = PLUS_NAME_SUFFIX.sub("", name)
+    return language if base == name else _instruction(base)

@@ -250,3 +250,25 @@ def test_a_training_node_without_libero_assets_selects_the_suite_episodes(
     assert adapter.suite_episodes() == [0, 1, 2, 3]  # only evaluation needs the simulator and its assets
     with pytest.raises(ValueError, match=r"env\.simulator\.suite='libero_100'"):
         build_env_adapter(libero_cfg(tmp_path, "env.simulator.suite=libero_100").env).suite_episodes()
+
+
+def test_the_client_exits_non_zero_when_every_episode_errors(tmp_path: Path) -> None:
+    """LIBERO-Plus installed without its assets: every episode errors; there is no Table 1 row to print."""
+    from envs.libero.client import main
+    from vla_train.serving.server import PolicyServer
+
+    server = PolicyServer(RandomPolicy(), {"state_dim": 8, "action_dim": 7, "chunk_size": 8}, port=0).start()
+    empty = tmp_path / "no-assets"
+    empty.mkdir()
+    plus = Path(__file__).resolve().parents[3] / "shared" / "libero-plus" / "task_classification.json"
+    if not plus.is_file():
+        pytest.skip(f"LIBERO-Plus task list not found at {plus}")
+    try:
+        with pytest.raises(SystemExit, match=r"every episode ended in an error .*no success rate"):
+            main([f"--server={server.uri}", f"--output={tmp_path / 'client'}", "--plus", "--categories",
+                  "Camera", "--per-category=1", "--workers=1", "--max-steps=4", f"--task-list={plus}",
+                  f"--assets={empty}"])  # fmt: skip
+    finally:
+        server.stop()
+    records = ResultsFile(tmp_path / "client" / "episodes.jsonl").records()
+    assert len(records) == 1 and "LIBERO assets directory" in records[0]["error"]

@@ -71,6 +71,11 @@ def test_table1_row_averages_episodes_and_leaves_missing_categories_empty() -> N
     assert list(row) == ["LIBERO-Plus", *CATEGORY_COLUMNS.values()]
     assert row["LIBERO-Plus"] == 0.75 and row["Camera"] == 0.5 and row["Noise"] == 1.0
     assert row["Light"] is None
+    errored = table1_row(
+        [*records, {"group": "Light Conditions", "success": False, "error": "FileNotFoundError"}]
+    )
+    assert errored["Light"] is None and errored["LIBERO-Plus"] == 0.6  # errored: no rate, not 0 %
+    assert table1_row([{"group": "Light Conditions", "success": False, "error": "x"}])["LIBERO-Plus"] is None
 
 
 def test_protocol_step_limits_agree_with_the_configs() -> None:
@@ -99,3 +104,46 @@ def test_env_libero_plus_builds_the_selected_episodes(tasks, tmp_path: Path) -> 
     specs = build_env_adapter(cfg.env).evaluation_episodes()
     assert Counter(s.group for s in specs) == {"Light Conditions": 4, "Objects Layout": 4}
     assert {s.max_steps for s in specs} == {220} and all(s.task.startswith("libero_spatial/") for s in specs)
+
+
+def test_every_plus_task_gives_the_policy_an_instruction_without_its_perturbation_suffix(tasks) -> None:
+    """LIBERO-Plus sets ``language`` from the task's name, suffix included: the policy must get the
+    unperturbed task's instruction (as hf-libero words it), or the rewritten one of a Language task."""
+    from envs.libero.runtime import suite_instructions, task_instruction
+
+    instructions = {suite: suite_instructions(suite) for suite in {t.suite for t in tasks}}
+    for task in tasks:
+        language = " ".join(task.name.split("_"))  # what LIBERO-Plus's task table holds
+        instruction = task_instruction(task.name, language)
+        if task.category == "Language Instructions":
+            assert instruction == language, task.name
+        else:
+            assert instruction in instructions[task.suite], (task.name, instruction)
+    for suite in ("libero_spatial", "libero_10", "libero_90"):  # LIBERO's own names stay as they are
+        for instruction in suite_instructions(suite):
+            name = instruction.replace(" ", "_")
+            assert task_instruction(name, instruction) == instruction
+
+
+def test_a_plus_install_must_hold_its_assets_in_its_own_package(tmp_path: Path, monkeypatch) -> None:
+    """LIBERO-Plus ignores config.yaml's ``assets``: pointing elsewhere is an error naming the place."""
+    import importlib.machinery
+    import importlib.util
+
+    from envs.libero.runtime import CONFIG_VARIABLE, LiberoSetupError, write_libero_config
+
+    monkeypatch.delenv(CONFIG_VARIABLE, raising=False)  # restored afterwards: the call below sets it
+
+    package = tmp_path / "LIBERO-plus" / "libero"
+    (package / "libero" / "benchmark").mkdir(parents=True)
+    (package / "libero" / "benchmark" / "task_classification.json").write_text("{}")
+    spec = importlib.machinery.ModuleSpec("libero", None, is_package=True)
+    spec.submodule_search_locations = [str(package)]
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: spec if name == "libero" else None)
+    elsewhere = tmp_path / "assets"
+    elsewhere.mkdir()
+    with pytest.raises(LiberoSetupError, match=r"loads its assets from .*libero/libero/assets only"):
+        write_libero_config(tmp_path / "config", elsewhere.resolve())
+    (package / "libero" / "assets").symlink_to(elsewhere)
+    config = write_libero_config(tmp_path / "config", elsewhere.resolve())
+    assert f"assets: {elsewhere.resolve()}" in config.read_text()

@@ -111,6 +111,8 @@ def test_failures_are_retried_once_then_recorded(tmp_path: Path) -> None:
     assert by_task["ok-0"]["success"] and by_task["ok-0"]["attempts"] == 1
     assert by_task["flaky-0"]["success"] and by_task["flaky-0"]["attempts"] == 2  # retried after its error
     assert "FloatingPointError" in by_task["raise-0"]["error"] and by_task["raise-0"]["attempts"] == 2
+    assert "FloatingPointError: physics diverged (raised at " in by_task["raise-0"]["error"]
+    assert "fake_envs.py:39 in step)" in by_task["raise-0"]["error"]  # where, not only what
     assert "exited with code 3" in by_task["exit-0"]["error"] and by_task["exit-0"]["attempts"] == 2
     assert summarize(records).overall.errors == 2
 

@@ -174,7 +174,7 @@ def worker_main(connection: Connection, env_factory: EnvFactory, video_dir: Path
             else:
                 raise ValueError(f"unknown worker command {command!r}")
         except Exception as error:  # the simulator failed: report it, start the next task afresh
-            connection.send(("error", f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=3)}"))
+            connection.send(("error", _described(error)))
             if env is not None:
                 with contextlib.suppress(Exception):  # it is broken already
                     env.close()
@@ -204,3 +204,12 @@ def _finish(env: Any, episode: _Episode, video_dir: Path | None) -> dict[str, An
         "seconds": round(time.perf_counter() - episode.started, 3),
         "video": video,
     }
+
+
+def _described(error: BaseException) -> str:
+    """One line the results file keeps (the error and where it was raised: a bare ``AssertionError``
+    deep in a simulator says nothing without it), then the innermost frames of the traceback."""
+    frames = traceback.extract_tb(error.__traceback__)
+    message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    where = f" (raised at {frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
+    return f"{type(error).__name__}: {message}{where}\n{traceback.format_exc(limit=-3)}"
