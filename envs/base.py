@@ -77,11 +77,13 @@ class EnvAdapter:
                 f"env.cameras={list(self.cfg.cameras)}: dataset {source} has no camera {absent[0]!r}; it "
                 f"records {recorded}"
             )
+        stored = {STATE_KEY: self.dataset_state_dim(), ACTION_KEY: self.cfg.action_dim}
         for key, field in ((STATE_KEY, "state_dim"), (ACTION_KEY, "action_dim")):
             shape = tuple(meta.features[key]["shape"]) if key in meta.features else None
-            if shape != (self.cfg[field],):
+            if shape != (stored[key],):
                 raise ValueError(
                     f"env.{field}={self.cfg[field]}, but dataset {source} stores {key} with shape {shape}"
+                    + ("" if stored[key] == self.cfg[field] else f" (expected ({stored[key]},))")
                 )
         if meta.fps != self.cfg.fps:
             raise ValueError(f"env.fps={self.cfg.fps}, but dataset {source} is recorded at {meta.fps} fps")
@@ -89,6 +91,11 @@ class EnvAdapter:
     def sample_to_policy(self, sample: Mapping[str, Any]) -> dict[str, Any]:
         """A dataset frame → a policy training sample (the layout above)."""
         raise NotImplementedError
+
+    def dataset_state_dim(self) -> int:
+        """The state size the dataset stores; the policy's (``env.state_dim``) unless the environment's
+        transform derives the policy's state from another (LIBERO's ``state_layout``)."""
+        return int(self.cfg.state_dim)
 
     # --- rollouts ---------------------------------------------------------------------------------
     def evaluation_episodes(self) -> list[EpisodeSpec]:

@@ -52,6 +52,9 @@ class EnvConfig:
     # states the policy sees per decision: the current one and the ``state_history − 1`` before it, the
     # first state repeated before an episode's start (VLANeXt: 8); 1 = the current state only
     state_history: int = 1
+    # how the policy normalizes the state: null (the head's own: mean_std, π0.5's quantile) or one of
+    # mean_std | min_max | quantile | identity (fed raw, as VLANeXt's official run does)
+    state_normalization: str | None = None
     fps: int = 20
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

@@ -47,7 +47,7 @@ def build_server(
         "action_dim": int(cfg.env.action_dim),
         "chunk_size": int(cfg.env.chunk_size),
     }
-    for key in ("state_space", "action_space"):  # robots with several (DROID): what the policy speaks
+    for key in ("state_space", "action_space", "state_layout"):  # what the policy speaks (DROID, LIBERO)
         if key in cfg.env:
             metadata[key] = str(cfg.env[key])
     return PolicyServer(

@@ -74,6 +74,8 @@ RANGE_CASES = [(key, value) for key, values in BAD_VALUES.items() for value in v
 
 #: (overrides, text the error must contain)
 OTHER_CASES = [
+    (["env=libero_object", "env.state_layout=raw"], "env.state_layout='raw'"),
+    (["env.state_normalization=zscore"], "env.state_normalization"),
     # unknown keys, also through Hydra's append syntax, which slips past the schemas by itself
     (["+trainer.foo=1"], "trainer.foo"),
     (["+optimizer.bar=2"], "optimizer.bar"),

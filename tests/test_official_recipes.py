@@ -69,6 +69,10 @@ OFFICIAL = {
         "head.state_input": "backbone",
         "env.state_history": 8,
         "backbone.image_size": 256,
+        # scripts/libero_bench_eval.py: [eef pos, axis-angle, clip(1 − mean|finger qpos| / 0.04, 0, 1)], raw
+        "env.state_layout": "vlanext",
+        "env.state_dim": 7,
+        "env.state_normalization": "identity",
     },
     # VLA/openpi/scripts/run_pion.sh (warmup 1000, peak 2.5e-5, decay 30000 to 2.5e-6, 20000 steps),
     # src/openpi/training/config.py (batch 32, pytorch_muon_scale_factor 2.0, promotion steps 0, seed 42),

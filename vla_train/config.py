@@ -25,6 +25,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from envs.schema import EnvConfig
+from policies.vla_policy import NORMALIZATION_MODES
 from vla_train.optim.assignment import ALGORITHMS, MODALITIES
 from vla_train.optim.newton_schulz import LPMUON_TAUS
 from vla_train.optim.schema import OptimizerConfig
@@ -174,6 +175,13 @@ def validate_config(cfg: DictConfig) -> None:
             "beyond the warmup), or null to decay over trainer.steps"
         )
     _one_of("logger.mode", cfg.logger.mode, LOGGER_MODES)
+    for key in ("state_dim", "action_dim"):  # resolvers compute them from other options (LIBERO, DROID)
+        try:
+            cfg.env[key]
+        except Exception as error:
+            raise ConfigError(f"env.{key} cannot be resolved: {error}") from error
+    if cfg.env.get("state_normalization") is not None:
+        _one_of("env.state_normalization", cfg.env.state_normalization, NORMALIZATION_MODES)
     env = cfg.env
     if not 1 <= env.n_action_steps <= env.chunk_size:
         raise ConfigError(

@@ -76,8 +76,14 @@ def instantiate_policy(
             for key, value in part.random_init(own_options(cfg[group])).items():
                 OmegaConf.update(cfg, f"{group}.{key}", value, merge=False)
         parts[group] = instantiate(cfg[group])
+    env = cfg.get("env") or {}
     return VLAPolicy(
-        parts["backbone"], parts["head"], action_dim=action_dim, state_dim=state_dim, chunk_size=chunk_size
+        parts["backbone"],
+        parts["head"],
+        action_dim=action_dim,
+        state_dim=state_dim,
+        chunk_size=chunk_size,
+        state_normalization=env.get("state_normalization"),  # None: the head's own
     )
 
 

@@ -193,6 +193,7 @@ def build_policy(
         chunk_size=cfg.env.chunk_size,
         n_action_steps=cfg.env.n_action_steps,
         augmentation=instantiate(cfg.env.augmentation) if cfg.env.augmentation else None,
+        state_normalization=cfg.env.get("state_normalization"),  # None: the head's own
     )
     if stats is not None:
         policy.set_normalization(stats, state_key, action_key)

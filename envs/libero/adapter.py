@@ -25,7 +25,7 @@ from envs.libero.env import (
     suite_tasks,
 )
 from envs.libero.runtime import suite_instructions
-from envs.libero.transforms import LiberoTransforms
+from envs.libero.transforms import LIBERO_STATE_DIM, LiberoTransforms
 from vla_train.rollout import EpisodeSpec
 
 
@@ -41,11 +41,12 @@ class LiberoAdapter(EnvAdapter):
             config_dir=sim.config_dir,
             fps=sim.control_fps,
             cameras=tuple(self.cfg.cameras),
+            state_layout=str(self.cfg.get("state_layout", "dataset")),
         )
 
     @functools.cached_property
     def transforms(self) -> LiberoTransforms:
-        return LiberoTransforms(tuple(self.cfg.cameras))
+        return LiberoTransforms(tuple(self.cfg.cameras), str(self.cfg.get("state_layout", "dataset")))
 
     @functools.cached_property
     def tasks(self) -> list[tuple[int, str, int]]:
@@ -60,7 +61,16 @@ class LiberoAdapter(EnvAdapter):
         return [task for task in tasks if task[0] in set(chosen)]
 
     # ------------------------------------------------------------------------------------------ data
+    def dataset_state_dim(self) -> int:
+        return LIBERO_STATE_DIM  # the datasets' 8-D state, whatever the policy's layout
+
     def training_data(self) -> TrainingData:
+        layout = self.transforms.state_layout
+        if layout != "dataset" and self.cfg.get("state_normalization") != "identity":
+            raise ValueError(
+                f"env.state_layout={layout} derives the policy's state from the dataset's, whose statistics "
+                "no longer apply: set env.state_normalization=identity (fed raw, as VLANeXt's official run)"
+            )
         dataset_cfg = self.cfg.dataset
         episodes = dataset_cfg.episodes
         if episodes is None:

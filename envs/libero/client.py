@@ -15,6 +15,7 @@ The results file is resumable like every evaluation: re-running the command runs
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
@@ -31,6 +32,7 @@ from envs.libero.env import (
     suite_tasks,
 )
 from envs.libero.plus import load_task_list, plus_episodes, select_tasks, table1_row
+from envs.libero.transforms import STATE_LAYOUTS
 from vla_train.rollout import ResultsFile, run_episodes, summarize, with_state_history
 from vla_train.serving.client import RemotePolicy
 
@@ -53,6 +55,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--replan-steps", type=int, default=8)
     parser.add_argument(
         "--state-history", type=int, help="states per policy input (default: the server's state_history)"
+    )
+    parser.add_argument(
+        "--state-layout",
+        choices=sorted(STATE_LAYOUTS),
+        help="the policy's state (default: the server's state_layout, else dataset)",
     )
     parser.add_argument("--videos", type=int, default=0, help="videos per task (LIBERO) or category (Plus)")
     parser.add_argument("--camera-size", type=int, default=256)
@@ -86,7 +93,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     (output / "protocol.json").write_text(json.dumps({**protocol, "max_steps_by_suite": limits}, indent=2))
     with RemotePolicy(args.server) as policy:
         history = args.state_history or int(policy.metadata.get("state_history", 1))
-        factory = functools.partial(make_libero_env, settings)
+        layout = args.state_layout or str(policy.metadata.get("state_layout", "dataset"))
+        factory = functools.partial(make_libero_env, dataclasses.replace(settings, state_layout=layout))
         if history > 1:
             factory = functools.partial(with_state_history, factory, history)
         records = run_episodes(

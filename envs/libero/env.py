@@ -48,6 +48,7 @@ class LiberoSettings:
     config_dir: str | None = None
     fps: int = 20
     cameras: tuple[str, ...] = ("image", "image2")  # env.cameras: what the policy sees, in order
+    state_layout: str = "dataset"  # env.state_layout: the policy's state (envs.libero.transforms)
 
 
 def task_key(suite: str, index: int) -> str:
@@ -118,7 +119,7 @@ class LiberoRolloutEnv:
     def __init__(self, task: str, settings: LiberoSettings) -> None:
         self.settings = settings
         self.fps = settings.fps
-        self.transforms = LiberoTransforms(tuple(settings.cameras))
+        self.transforms = LiberoTransforms(tuple(settings.cameras), settings.state_layout)
         suite, index = parse_task_key(task)
         libero = import_libero(settings.assets_dir, settings.config_dir)
         from libero.libero.envs import OffScreenRenderEnv

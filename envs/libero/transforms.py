@@ -33,6 +33,28 @@ SIMULATOR_CAMERAS = {"image": "agentview", "image2": "robot0_eye_in_hand"}
 OPENPI_CAMERAS = {"image": "observation/image", "image2": "observation/wrist_image"}
 OPENPI_STATE = "observation/state"
 LIBERO_STATE_DIM = 8
+#: the policy's state, from the datasets' 8-D one: ``dataset`` as stored (end-effector position,
+#: axis-angle, both finger positions); ``vlanext`` as VLANeXt's official run builds it (position,
+#: axis-angle, one gripper closedness in [0, 1]: ``clip(1 − mean|fingers| / 0.04, 0, 1)``)
+STATE_LAYOUTS = {"dataset": LIBERO_STATE_DIM, "vlanext": 7}
+FINGER_OPEN = 0.04  # a finger's position at fully open, in VLANeXt's closedness
+
+
+def policy_state(state: Any, layout: str) -> Any:
+    """``(..., 8)`` dataset states → the policy's ``(..., STATE_LAYOUTS[layout])``, for NumPy arrays and
+    torch tensors alike (dataset frames and live ones go through the same function)."""
+    if layout == "dataset":
+        return state
+    if layout != "vlanext":
+        raise ValueError(f"env.state_layout={layout!r}: LIBERO has {sorted(STATE_LAYOUTS)}")
+    pose, fingers = state[..., :6], state[..., 6:8]
+    if type(state).__module__.startswith("torch"):  # torch only where it is in use (env clients lack it)
+        import torch
+
+        closed = (1 - fingers.abs().mean(-1, keepdim=True) / FINGER_OPEN).clamp(0.0, 1.0)
+        return torch.cat([pose, closed.to(pose.dtype)], dim=-1)
+    closed = np.clip(1 - np.abs(fingers).mean(-1, keepdims=True) / FINGER_OPEN, 0.0, 1.0)
+    return np.concatenate([pose, closed.astype(pose.dtype)], axis=-1)
 
 
 def axis_angle(quaternion_xyzw: np.ndarray) -> np.ndarray:
@@ -62,9 +84,11 @@ def upright(image: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class LiberoTransforms:
-    """``cameras``: the dataset cameras the policy sees, in order (``env.cameras``)."""
+    """``cameras``: the dataset cameras the policy sees, in order (``env.cameras``); ``state_layout``:
+    the policy's state (:data:`STATE_LAYOUTS`)."""
 
     cameras: tuple[str, ...] = ("image", "image2")
+    state_layout: str = "dataset"
 
     def __post_init__(self) -> None:
         unknown = [camera for camera in self.cameras if camera not in SIMULATOR_CAMERAS]
@@ -72,6 +96,8 @@ class LiberoTransforms:
             raise ValueError(
                 f"env.cameras: LIBERO has no camera {unknown[0]!r}; it has {list(SIMULATOR_CAMERAS)}"
             )
+        if self.state_layout not in STATE_LAYOUTS:
+            raise ValueError(f"env.state_layout={self.state_layout!r}: LIBERO has {sorted(STATE_LAYOUTS)}")
 
     def frame(self, observation: Mapping[str, np.ndarray], instruction: str) -> dict[str, Any]:
         """A live observation → the frame as the LIBERO datasets store it (images as written)."""
@@ -87,7 +113,7 @@ class LiberoTransforms:
         """A frame as read (a dataset row, or :meth:`live_inputs`' converted frame) → the policy input."""
         return {
             "images": stack_cameras(frame, self.cameras),
-            "state": frame[STATE_KEY],
+            "state": policy_state(frame[STATE_KEY], self.state_layout),
             "instruction": frame["task"],
         }
 

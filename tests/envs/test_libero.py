@@ -108,8 +108,17 @@ def test_a_failing_worker_is_retried_then_recorded(tmp_path: Path) -> None:
     )
 
 
-def test_dataset_frames_and_live_observations_share_one_layout(libero_dataset: Path, tmp_path: Path) -> None:
-    cfg = libero_cfg(tmp_path, f"env.dataset.root={libero_dataset}", "env.image_size=64")
+@pytest.mark.parametrize("layout", ["dataset", "vlanext"])
+def test_dataset_frames_and_live_observations_share_one_layout(
+    libero_dataset: Path, tmp_path: Path, layout: str
+) -> None:
+    cfg = libero_cfg(
+        tmp_path,
+        f"env.dataset.root={libero_dataset}",
+        "env.image_size=64",
+        f"env.state_layout={layout}",
+        "env.state_normalization=identity",
+    )
     adapter = build_env_adapter(cfg.env)
     assert adapter.suite_episodes() == [0, 1, 2, 3]
     data = adapter.training_data()
@@ -127,6 +136,7 @@ def test_dataset_frames_and_live_observations_share_one_layout(libero_dataset: P
     # the recording's first frame is this very state: same pixels (upright), same 8-D state
     assert np.abs(sample["images"].numpy() - live["images"]).max() < 1e-6
     np.testing.assert_allclose(sample["state"].numpy(), live["state"], atol=1e-6)
+    assert live["state"].shape == (cfg.env.state_dim,) == ((8,) if layout == "dataset" else (7,))
     assert sample["actions"].shape == (cfg.env.chunk_size, 7)
 
 
@@ -272,3 +282,31 @@ def test_the_client_exits_non_zero_when_every_episode_errors(tmp_path: Path) -> 
         server.stop()
     records = ResultsFile(tmp_path / "client" / "episodes.jsonl").records()
     assert len(records) == 1 and "LIBERO assets directory" in records[0]["error"]
+
+
+def test_vlanext_state_layout_is_pose_and_one_gripper_closedness() -> None:
+    from envs.libero.transforms import policy_state
+
+    fingers = [[0.04, -0.04], [0.0, 0.0], [0.02, -0.02], [0.05, -0.05]]  # open, closed, half, past open
+    states = np.array([[1, 2, 3, 0.1, 0.2, 0.3, *f] for f in fingers], np.float32)
+    closed = policy_state(states, "vlanext")
+    np.testing.assert_allclose(closed[:, :6], states[:, :6])
+    np.testing.assert_allclose(closed[:, 6], [0.0, 1.0, 0.5, 0.0], atol=1e-6)
+    history = torch.from_numpy(states).reshape(2, 2, 8)  # (history, 8) dataset frames are tensors
+    np.testing.assert_allclose(policy_state(history, "vlanext").numpy(), closed.reshape(2, 2, 7), atol=1e-6)
+    assert policy_state(states, "dataset") is states
+    with pytest.raises(ValueError, match=r"env\.state_layout='raw'"):
+        policy_state(states, "raw")
+
+
+def test_a_vlanext_state_policy_trains_on_the_8d_dataset(libero_dataset: Path, tmp_path: Path) -> None:
+    from vla_train import train
+
+    overrides = [f"env.dataset.root={libero_dataset}", "env.image_size=64", "env.state_layout=vlanext"]
+    overrides += ["env.state_history=2", "trainer=tiny", "trainer.steps=2", "logger=none", "evaluate=false"]
+    with pytest.raises(ValueError, match=r"set env\.state_normalization=identity"):
+        build_env_adapter(libero_cfg(tmp_path / "normalized", *overrides).env).training_data()
+    cfg = libero_cfg(tmp_path / "raw", *overrides, "env.state_normalization=identity")
+    sample = build_env_adapter(cfg.env).training_data().dataset[0]
+    assert sample["state"].shape == (2, 7)
+    assert train(cfg)["step"] == 2
