@@ -10,12 +10,14 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from vla_train.cli import exit_on_error
 from vla_train.config import register_configs
 
 register_configs()
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
+@exit_on_error  # `error: <message>`, exit 2, instead of Hydra's truncated traceback
 def main(cfg: DictConfig) -> float | None:
     from vla_train import train
 

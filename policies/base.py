@@ -189,6 +189,12 @@ class Backbone(nn.Module):
     attention_geometry: AttentionGeometry | None = None
 
     @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        """Raise ``ValueError`` naming the ``backbone.<key>`` of ``options`` (its resolved config) that this
+        class cannot be built with. Called by the config check before anything is built or recorded,
+        for what a schema's types cannot say (ranges, divisibility); nothing by default."""
+
+    @classmethod
     def random_init(cls, options: Mapping[str, Any]) -> dict[str, Any]:
         """Changes to ``options`` (its config) that build the same architecture with random weights and
         nothing downloaded — for parameter counts, step timings and meta-device checks. None by
@@ -244,6 +250,10 @@ class ActionHead(nn.Module):
     requires: frozenset[str] = frozenset()
     #: feature → how to do without it (an option), added to the error when a backbone lacks it
     requirement_hints: Mapping[str, str] = MappingProxyType({})
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        """As :meth:`Backbone.check_options` (keys named ``head.<key>``)."""
 
     @classmethod
     def random_init(cls, options: Mapping[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import argparse
 
 from envs.droid.convert import convert
 from envs.droid.spaces import ACTION_SPACES, STATE_SPACES
+from vla_train.cli import exit_on_error
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,4 +44,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_error(main)()  # `error: <message>` and exit 2 for bad input, not a traceback

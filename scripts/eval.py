@@ -15,6 +15,7 @@ import argparse
 import os
 from pathlib import Path
 
+from vla_train.cli import exit_on_error
 from vla_train.evaluation import evaluate_policy
 from vla_train.inference import load_policy
 from vla_train.training import build_env_adapter, configure_caches
@@ -44,4 +45,4 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_error(main)()  # `error: <message>` and exit 2 for bad input, not a traceback

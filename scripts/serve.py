@@ -17,6 +17,7 @@ import argparse
 import os
 from pathlib import Path
 
+from vla_train.cli import exit_on_error
 from vla_train.evaluation import local_policy_fn
 from vla_train.inference import load_policy
 from vla_train.serving.server import DEFAULT_HOST, DEFAULT_PORT, PolicyServer
@@ -105,4 +106,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_error(main)()  # `error: <message>` and exit 2 for bad input, not a traceback

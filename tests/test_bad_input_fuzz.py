@@ -139,6 +139,21 @@ OTHER_CASES = [
     (["optimizer.ns_steps=3", "optimizer.kp=4"], "optimizer.kp=4"),
     (["experiment=pi05_droid", "head=flow"], "head=pi05"),
     (["experiment=vla_adapter", "optimizer.lr=-1"], "optimizer.lr"),
+    # a part's own limits (its check_options), before anything is built
+    (["backbone.patch_size=7"], "backbone.image_size / backbone.patch_size = 64 / 7"),
+    (["backbone.patch_size=0"], "backbone.patch_size=0"),
+    (["backbone.vision_width=0"], "backbone.vision_width=0"),
+    (["backbone.language_layers=0"], "backbone.language_layers=0"),
+    (["backbone.max_instruction_tokens=0"], "backbone.max_instruction_tokens=0"),
+    (["backbone.vision_heads=3"], "backbone.vision_width / backbone.vision_heads"),
+    (["backbone.language_heads=3"], "backbone.language_width / backbone.language_heads"),
+    (["backbone.language_kv_heads=3"], "backbone.language_heads / backbone.language_kv_heads"),
+    (["head=flow_tiny", "head.heads=5"], "head.heads=5"),
+    (["head=flow_tiny", "head.num_inference_steps=0"], "head.num_inference_steps=0"),
+    (["head=flow_tiny", "head.time_sampling=gauss"], "head.time_sampling='gauss'"),
+    (["head=flow_tiny", "head.dct_loss_weight=-1"], "head.dct_loss_weight=-1"),
+    (["head=flow_tiny", "head.state_input=both"], "head.state_input='both'"),
+    (["head=flow_tiny", "head.mlp_ratio=0"], "head.mlp_ratio=0"),
 ]
 
 
@@ -171,18 +186,14 @@ def test_the_fuzz_covers_at_least_150_cases_and_every_range_checked_key() -> Non
 @pytest.mark.parametrize(
     ("overrides", "named"),
     [
-        (["backbone.vision_heads=3"], "backbone.vision_width / backbone.vision_heads"),
-        (["backbone.language_heads=3"], "backbone.language_width / backbone.language_heads"),
-        (["backbone.language_kv_heads=3"], "backbone.language_heads / backbone.language_kv_heads"),
-        (["head.heads=3"], "head.heads=3"),
+        (["head.heads=3"], "head.heads=3"),  # widths that depend on the backbone's
         (["head=l1_bridge", "head.heads=3"], "head.heads=3"),
-        (["head=flow_tiny", "head.heads=5"], "head.heads=5"),
     ],
 )
 def test_sizes_that_do_not_divide_are_named_when_the_policy_is_built(
     overrides: list[str], named: str
 ) -> None:
-    """Checked as the parts are built (the ratio is the part's own business), before any training."""
+    """Checked as the parts are built (the head's width is the backbone's), before any training."""
     from vla_train.training import build_policy
 
     cfg = compose_train(overrides)

@@ -187,7 +187,25 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(
             f"env.n_action_steps={env.n_action_steps}: must be in [1, env.chunk_size={env.chunk_size}]"
         )
+    _check_part_options(cfg)
     _check_backbone_fits_head(cfg.backbone, cfg.head)
+
+
+def _check_part_options(cfg: DictConfig) -> None:
+    """Each part's own limits (:meth:`~policies.base.Backbone.check_options`), before it is built."""
+    from hydra.utils import get_class
+
+    for part in ("backbone", "head"):
+        node = cfg[part]
+        options = {
+            key: value
+            for key, value in OmegaConf.to_container(node, resolve=True).items()
+            if not str(key).startswith("_")
+        }
+        try:
+            get_class(node._target_).check_options(options)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
 
 
 def _check_closed(node: DictConfig, path: str) -> None:

@@ -20,12 +20,13 @@ from vla_train.config import ConfigError, validate_config
 from vla_train.evaluation import evaluate_policy
 from vla_train.trainer.checkpoint import list_checkpoints, resolve_resume
 from vla_train.trainer.loop import TrainingLoop
+from vla_train.trainer.run_directory import claim_run_directory
 from vla_train.trainer.sharding import shard_policy
 
 log = logging.getLogger(__name__)
 
 
-class RunDirectoryInUse(RuntimeError):
+class RunDirectoryInUse(FileExistsError):
     """The run directory already holds checkpoints and the config did not ask to resume."""
 
 
@@ -149,6 +150,11 @@ def resolve_mixed_precision(option: str, accelerator_device: str, weight_dtype: 
     fp32 inputs and bf16 weights need it); none on CPUs otherwise."""
     if option == "auto":
         return "bf16" if accelerator_device == "cuda" or weight_dtype == "bfloat16" else "no"
+    if option == "fp16" and accelerator_device == "cpu":  # accelerate would train in fp32 and say nothing
+        raise ConfigError(
+            "trainer.mixed_precision=fp16: CPUs have no fp16 autocast; use 'bf16', 'no' or 'auto' "
+            "(fp16 needs a GPU)"
+        )
     return option
 
 
@@ -228,7 +234,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         cfg = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
     validate_config(cfg)
     run_dir = Path(cfg.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    claim_run_directory(run_dir)  # before anything is written: a directory of the user's is refused
     # shared by the runs started from one directory, so hub weights and datasets download once
     configure_caches(Path(os.environ.get("VLA_TRAIN_CACHE", ".cache")))
     resume_from = resolve_resume(cfg.trainer.resume, run_dir)

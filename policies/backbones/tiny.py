@@ -8,6 +8,9 @@ exercise the same code paths as at full scale.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
@@ -34,6 +37,25 @@ class TinyBackbone(Backbone):
 
     provides = frozenset({"layer_tokens", "queries", "vision_tokens"})  # images first, then the text
 
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        """timm and transformers would assert deep inside, or build a model that drops pixels, instead
+        of naming the key."""
+        for key in ("image_size", "patch_size", "vision_width", "vision_depth", "language_width",
+                    "language_layers", "max_instruction_tokens"):  # fmt: skip
+            if key in options and options[key] < 1:
+                raise ValueError(f"backbone.{key}={options[key]}: must be >= 1")
+        divides = {
+            "backbone.image_size / backbone.patch_size": ("image_size", "patch_size"),
+            "backbone.vision_width / backbone.vision_heads": ("vision_width", "vision_heads"),
+            "backbone.language_width / backbone.language_heads": ("language_width", "language_heads"),
+            "backbone.language_heads / backbone.language_kv_heads": ("language_heads", "language_kv_heads"),
+        }
+        for ratio, (whole_key, part_key) in divides.items():
+            whole, part = options.get(whole_key), options.get(part_key)
+            if whole is not None and part is not None and (part < 1 or whole % part):
+                raise ValueError(f"{ratio} = {whole} / {part}: must be a whole number")
+
     def __init__(
         self,
         image_size: int = 64,
@@ -48,14 +70,9 @@ class TinyBackbone(Backbone):
         max_instruction_tokens: int = 64,
     ) -> None:
         super().__init__()
-        divides = {  # timm and transformers would assert deep inside instead of naming the key
-            "backbone.vision_width / backbone.vision_heads": (vision_width, vision_heads),
-            "backbone.language_width / backbone.language_heads": (language_width, language_heads),
-            "backbone.language_heads / backbone.language_kv_heads": (language_heads, language_kv_heads),
-        }
-        for ratio, (whole, part) in divides.items():
-            if part < 1 or whole % part:
-                raise ValueError(f"{ratio} = {whole} / {part}: must be a whole number")
+        self.check_options(
+            {key: value for key, value in locals().items() if key not in ("self", "__class__")}
+        )
         self.image_size = image_size
         self.max_instruction_tokens = max_instruction_tokens
         self.vision = VisionTransformer(

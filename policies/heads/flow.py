@@ -148,6 +148,26 @@ class FlowMatchingHead(ActionHead):
         {"prefix_tokens": "set head.state_input=head to give the state to the head instead"}
     )
 
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        for key, least in (("width", 1), ("heads", 1), ("num_inference_steps", 1), ("num_queries", 0)):
+            if key in options and options[key] < least:
+                raise ValueError(f"head.{key}={options[key]}: must be >= {least}")
+        if "mlp_ratio" in options and not (math.isfinite(options["mlp_ratio"]) and options["mlp_ratio"] > 0):
+            raise ValueError(f"head.mlp_ratio={options['mlp_ratio']}: must be a finite number > 0")
+        width, heads = options.get("width"), options.get("heads")
+        if width is not None and heads is not None and width % heads:
+            raise ValueError(f"head.heads={heads}: head.width={width} must be divisible by it")
+        if options.get("time_sampling", TIME_SAMPLINGS[0]) not in TIME_SAMPLINGS:
+            raise ValueError(
+                f"head.time_sampling={options['time_sampling']!r}: must be one of {TIME_SAMPLINGS}"
+            )
+        weight = options.get("dct_loss_weight", 0.0)
+        if not (math.isfinite(weight) and weight >= 0):
+            raise ValueError(f"head.dct_loss_weight={weight}: must be a finite number >= 0")
+        if options.get("state_input", STATE_INPUTS[0]) not in STATE_INPUTS:
+            raise ValueError(f"head.state_input={options['state_input']!r}: must be one of {STATE_INPUTS}")
+
     def __init__(
         self,
         backbone: BackboneSpec,
@@ -173,15 +193,10 @@ class FlowMatchingHead(ActionHead):
             raise ValueError(
                 f"flow head depth must be in [1, {context_layers + 1}] (hidden states), got {depth}"
             )
-        if num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
-        if time_sampling not in TIME_SAMPLINGS:
-            raise ValueError(f"time_sampling must be one of {TIME_SAMPLINGS}, got {time_sampling!r}")
-        if not (math.isfinite(dct_loss_weight) and dct_loss_weight >= 0):
-            raise ValueError(f"head.dct_loss_weight must be a finite number >= 0, got {dct_loss_weight}")
+        options = dict(width=width, heads=heads, mlp_ratio=mlp_ratio, num_queries=num_queries)
+        options.update(num_inference_steps=num_inference_steps, time_sampling=time_sampling)
+        self.check_options(dict(options, dct_loss_weight=dct_loss_weight, state_input=state_input))
         self.dct_loss_weight = dct_loss_weight
-        if state_input not in STATE_INPUTS:
-            raise ValueError(f"head.state_input must be one of {STATE_INPUTS}, got {state_input!r}")
         self.state_input = state_input
         state_token = state_input == "head"
         self.chunk_size, self.action_dim = chunk_size, action_dim

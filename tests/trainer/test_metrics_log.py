@@ -22,3 +22,8 @@ def test_resume_drops_a_torn_last_line_and_names_any_other_damage(tmp_path: Path
     with pytest.raises(ValueError, match=r"metrics\.jsonl, line 2, is not JSON"):
         metrics.truncate_after(2)
     assert metrics.path.read_text() == '{"step": 1}\nnot json\n{"step": 2}\n'  # nothing lost
+
+    metrics.path.write_text('{"step": 1}\n{"a": 1}\n')  # someone else's JSON lines
+    with pytest.raises(ValueError, match=r"line 2, is not a metrics record"):
+        metrics.truncate_after(2)
+    assert metrics.path.read_text() == '{"step": 1}\n{"a": 1}\n'

@@ -86,6 +86,11 @@ class MetricsLog:
                 raise ValueError(
                     f"{self.path}, line {number}, is not JSON ({error}); fix or remove it"
                 ) from error
+            if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+                raise ValueError(
+                    f"{self.path}, line {number}, is not a metrics record of this project (no integer "
+                    "'step'); fix or remove it"
+                )
             if record["step"] <= step:
                 kept.append(line)
         self.path.write_text("".join(line + "\n" for line in kept))

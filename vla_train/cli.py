@@ -1,0 +1,58 @@
+"""How every command reports a failure: one ``error: ...`` line on stderr and a non-zero exit.
+
+A traceback (Hydra prints a truncated one) buries the message a user acts on under frames of library
+code. Bad input — the errors our checks raise, missing or existing files — exits with 2, the usual code
+for a usage error; anything else exits with 1 and says where it was raised, so that a bug report has a
+place to start. ``VLA_TRAIN_TRACEBACK=1`` lets every error through with its full traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+TRACEBACK_VARIABLE = "VLA_TRAIN_TRACEBACK"
+
+#: errors that describe the user's input (our checks raise ValueError subclasses: ConfigError, ...)
+BAD_INPUT: tuple[type[BaseException], ...] = (ValueError, OSError, LookupError)
+OUR_PACKAGES = ("vla_train", "policies", "envs")
+#: the exit status of a command refused for bad input
+BAD_INPUT_STATUS = 2
+
+Function = TypeVar("Function", bound=Callable[..., Any])
+
+
+def described(error: BaseException) -> str:
+    """The error's message, its type where the message alone does not say what went wrong, and for an
+    error that is not about the input, where it was raised."""
+    message = str(error).strip()
+    if isinstance(error, KeyError) and error.args:
+        message = f"{error.args[0]!r} not found"
+    ours = type(error).__module__.split(".")[0] in OUR_PACKAGES  # our messages stand alone
+    if not ours or not isinstance(error, BAD_INPUT) or not message:
+        message = f"{type(error).__name__}: {message}" if message else type(error).__name__
+    if not isinstance(error, BAD_INPUT):
+        frames = traceback.extract_tb(error.__traceback__)
+        if frames:
+            message += f" (raised at {frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name})"
+    return message
+
+
+def exit_on_error(function: Function) -> Function:
+    """``function`` with its exceptions turned into ``error: <message>`` and an exit status."""
+
+    @functools.wraps(function)
+    def reporting(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except Exception as error:
+            if os.environ.get(TRACEBACK_VARIABLE, "") not in ("", "0"):
+                raise
+            print(f"error: {described(error)}", file=sys.stderr, flush=True)
+            sys.exit(BAD_INPUT_STATUS if isinstance(error, BAD_INPUT) else 1)
+
+    return reporting  # type: ignore[return-value]
