@@ -17,6 +17,7 @@ import torch
 from omegaconf import DictConfig
 
 from envs.layout import ACTION_KEY, STATE_KEY, camera_key
+from envs.padding import ZeroMotionPadding, complete_chunk_indices
 from vla_train.data.cache import InMemoryDataset
 from vla_train.data.lerobot_io import TransformedDataset, dataset_statistics, load_lerobot_dataset
 from vla_train.rollout import EpisodeSpec, RolloutEnv, with_state_history
@@ -41,6 +42,10 @@ class EnvAdapter:
     ``action_is_pad`` ``(chunk,)``.
     """
 
+    #: how many leading action dimensions are an end-effector delta (``env.action_padding=zero_motion``
+    #: zeroes them); None where actions are not deltas
+    motion_dims: int | None = None
+
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg = cfg
 
@@ -63,7 +68,21 @@ class EnvAdapter:
         )
         self.check_dataset_layout(frames.meta, root or dataset_cfg.repo_id)
         stats = dataset_statistics(frames, [STATE_KEY, ACTION_KEY])
-        dataset: torch.utils.data.Dataset = TransformedDataset(frames, self.sample_to_policy)
+        padding = self.cfg.get("action_padding", "masked")
+        transform: Callable[[Mapping[str, Any]], dict[str, Any]] = self.sample_to_policy
+        if padding == "zero_motion":
+            if self.motion_dims is None:
+                raise ValueError(
+                    f"env.action_padding=zero_motion: {type(self).__name__}'s actions are not end-effector "
+                    "deltas, so no motion is not zero; use masked or complete_chunks"
+                )
+            transform = ZeroMotionPadding(transform, self.motion_dims)
+        dataset: torch.utils.data.Dataset = TransformedDataset(frames, transform)
+        if padding == "complete_chunks":
+            episodes_of_frames = frames.hf_dataset.with_format("numpy")["episode_index"]
+            dataset = torch.utils.data.Subset(
+                dataset, complete_chunk_indices(episodes_of_frames, self.cfg.chunk_size)
+            )
         if dataset_cfg.cache_in_memory:
             dataset = InMemoryDataset(dataset, description=f"caching {dataset_cfg.repo_id}")
         return TrainingData(dataset, stats, STATE_KEY, ACTION_KEY)

@@ -55,6 +55,12 @@ class EnvConfig:
     # how the policy normalizes the state: null (the head's own: mean_std, π0.5's quantile) or one of
     # mean_std | min_max | quantile | identity (fed raw, as VLANeXt's official run does)
     state_normalization: str | None = None
+    # how the policy normalizes actions, as state_normalization (VLANeXt's official run: min_max, the
+    # per-suite bounds to [-1, 1])
+    action_normalization: str | None = None
+    # an action chunk running past its episode's end (envs/padding.py): masked | zero_motion (VLANeXt's
+    # official run; environments with delta actions) | complete_chunks (VLA-Adapter's: no such samples)
+    action_padding: str = "masked"
     fps: int = 20
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

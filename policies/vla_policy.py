@@ -11,8 +11,15 @@ from torch import nn
 from policies.base import ActionHead, Backbone, BackboneOutput, OptimizerRules
 from policies.contract import check_fits
 
-NORMALIZATION_MODES = ("mean_std", "min_max", "quantile", "identity")
-STATISTICS = {"mean_std": ("mean", "std"), "min_max": ("min", "max"), "quantile": ("q01", "q99")}
+NORMALIZATION_MODES = ("mean_std", "min_max", "quantile", "bounds_q99", "identity")
+STATISTICS = {
+    "mean_std": ("mean", "std"),
+    "min_max": ("min", "max"),
+    "quantile": ("q01", "q99"),
+    "bounds_q99": ("q01", "q99"),
+}
+#: what each bounds mode adds to ``q99 − q01``: openpi's and OpenVLA's
+BOUNDS_EPSILON = {"quantile": 1e-6, "bounds_q99": 1e-8}
 
 
 class Normalizer(nn.Module):
@@ -20,7 +27,9 @@ class Normalizer(nn.Module):
 
     ``mean_std``: ``(x − mean) / std``; ``min_max``: to [−1, 1] (the bounds normalization of
     OpenVLA-style ℓ1 heads); ``quantile``: the 1st and 99th percentiles to [−1, 1], as openpi computes
-    it for π0.5 (``(x − q01) / (q99 − q01 + 1e-6) · 2 − 1``, no clipping); ``identity``: unchanged.
+    it for π0.5 (``(x − q01) / (q99 − q01 + 1e-6) · 2 − 1``, no clipping); ``bounds_q99``: the same
+    bounds as OpenVLA's ``BOUNDS_Q99`` (``+ 1e-8``), clipped to [−1, 1] (VLA-Adapter's official run: its
+    gripper, ±1 in LIBERO, maps to itself, as OpenVLA leaves it); ``identity``: unchanged.
     """
 
     def __init__(self, size: int, mode: str = "mean_std") -> None:
@@ -41,7 +50,7 @@ class Normalizer(nn.Module):
             hint = (
                 "; datasets written before lerobot 0.4 lack quantiles: add them with "
                 "`python -m lerobot.datasets.v30.augment_dataset_quantile_stats --repo-id=<id>`"
-                if self.mode == "quantile"
+                if self.mode in BOUNDS_EPSILON
                 else ""
             )
             raise KeyError(
@@ -60,17 +69,18 @@ class Normalizer(nn.Module):
             self.scale.copy_(((second - first) / 2).clamp_min(1e-6))
         else:  # from q01 rather than the midpoint: exact where q01 = q99 (a constant dimension)
             self.shift.copy_(first)
-            self.scale.copy_((second - first + 1e-6) / 2)
+            self.scale.copy_((second - first + BOUNDS_EPSILON[self.mode]) / 2)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.shift) / self.scale - self.offset
+        normalized = (x - self.shift) / self.scale - self.offset
+        return normalized.clamp(-1.0, 1.0) if self.mode == "bounds_q99" else normalized
 
     def unnormalize(self, x: torch.Tensor) -> torch.Tensor:
         return (x + self.offset) * self.scale + self.shift
 
     @property
     def offset(self) -> float:
-        return 1.0 if self.mode == "quantile" else 0.0
+        return 1.0 if self.mode in BOUNDS_EPSILON else 0.0
 
 
 class VLAPolicy(nn.Module):

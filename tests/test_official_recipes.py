@@ -42,6 +42,11 @@ OFFICIAL = {
         "trainer.schedule": "constant",
         "trainer.warmup_steps": 0,
         "trainer.max_grad_norm": None,
+        # OpenVLA-OFT's RLDS pipeline that VLA-Adapter keeps: NormalizationType.BOUNDS_Q99 for states and
+        # actions; traj_transforms.chunk_act_obs samples only frames whose whole chunk is in the episode
+        "env.state_normalization": "bounds_q99",
+        "env.action_normalization": "bounds_q99",
+        "env.action_padding": "complete_chunks",
     },
     # VLA/VLANeXt/config/libero_train_pion_config.yaml (learning_rate, weight_decay, warmup_steps,
     # max_grad_norm, batch 256, seed 2026) and scripts/train_pion.py (lr_ratio default 0.1 for AdamW_aux,
@@ -73,6 +78,11 @@ OFFICIAL = {
         "env.state_layout": "vlanext",
         "env.state_dim": 7,
         "env.state_normalization": "identity",
+        # VLANeXt src/datasets/libero_act.py (the LiberoAct data train_pion.py reads): the 6 motion
+        # dimensions scaled by the suite's bounds to [-1, 1] (the gripper's are already ±1); chunk steps
+        # past an episode's end are no motion and the last gripper command, trained on
+        "env.action_normalization": "min_max",
+        "env.action_padding": "zero_motion",
     },
     # VLA/openpi/scripts/run_pion.sh (warmup 1000, peak 2.5e-5, decay 30000 to 2.5e-6, 20000 steps),
     # src/openpi/training/config.py (batch 32, pytorch_muon_scale_factor 2.0, promotion steps 0, seed 42),

@@ -180,8 +180,13 @@ def validate_config(cfg: DictConfig) -> None:
             cfg.env[key]
         except Exception as error:
             raise ConfigError(f"env.{key} cannot be resolved: {error}") from error
-    if cfg.env.get("state_normalization") is not None:
-        _one_of("env.state_normalization", cfg.env.state_normalization, NORMALIZATION_MODES)
+    for key in ("state_normalization", "action_normalization"):
+        if cfg.env.get(key) is not None:
+            _one_of(f"env.{key}", cfg.env[key], NORMALIZATION_MODES)
+    if cfg.env.get("action_padding") is not None:
+        from envs.padding import ACTION_PADDINGS
+
+        _one_of("env.action_padding", cfg.env.action_padding, ACTION_PADDINGS)
     env = cfg.env
     if not 1 <= env.n_action_steps <= env.chunk_size:
         raise ConfigError(

@@ -84,6 +84,7 @@ def instantiate_policy(
         state_dim=state_dim,
         chunk_size=chunk_size,
         state_normalization=env.get("state_normalization"),  # None: the head's own
+        action_normalization=env.get("action_normalization"),
     )
 
 

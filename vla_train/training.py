@@ -200,6 +200,7 @@ def build_policy(
         n_action_steps=cfg.env.n_action_steps,
         augmentation=instantiate(cfg.env.augmentation) if cfg.env.augmentation else None,
         state_normalization=cfg.env.get("state_normalization"),  # None: the head's own
+        action_normalization=cfg.env.get("action_normalization"),
     )
     if stats is not None:
         policy.set_normalization(stats, state_key, action_key)

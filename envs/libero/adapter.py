@@ -30,6 +30,8 @@ from vla_train.rollout import EpisodeSpec
 
 
 class LiberoAdapter(EnvAdapter):
+    motion_dims = 6  # LIBERO's actions: the end-effector delta (position, axis-angle), then the gripper
+
     @functools.cached_property
     def settings(self) -> LiberoSettings:
         sim = self.cfg.simulator

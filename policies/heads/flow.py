@@ -20,7 +20,8 @@ every layer of the backbone.
   back by the DiT as part of the context).
 
 Differences from VLANeXt's code (read, not copied), each for a reason: padded context positions are
-masked (VLANeXt attends to them), and so are padded chunk steps in the DCT term; the path follows the
+masked (VLANeXt attends to them: ``attend_padding=true``), and so are padded chunk steps in the DCT
+term (``env.action_padding=zero_motion`` leaves none, as VLANeXt's data); the path follows the
 paper's eq. A2 (``a_t = t·a1 + (1−t)·a0``, ``t = 1`` is data), which is VLANeXt's with σ = 1 − t.
 """
 
@@ -184,8 +185,12 @@ class FlowMatchingHead(ActionHead):
         dct_loss_weight: float = 0.0,
         state_input: str = "head",
         gradient_checkpointing: bool = False,
+        attend_padding: bool = False,
     ) -> None:
         super().__init__()
+        # VLANeXt's DiT attends to the padded positions of a batch's prompts too (its official run);
+        # off by default, since then an instruction's actions depend on the batch's longest prompt
+        self.attend_padding = attend_padding
         self.gradient_checkpointing = gradient_checkpointing
         context_dim, context_layers = backbone.hidden_size, backbone.num_layers
         depth = context_layers + 1 if depth is None else depth
@@ -252,6 +257,8 @@ class FlowMatchingHead(ActionHead):
                 f"the flow head has {len(self.blocks)} blocks but the backbone gave {len(layers)} layers"
             )
         chosen = layers[len(layers) - len(self.blocks) :]
+        if self.attend_padding:
+            mask = torch.ones_like(mask)
         return [block.context_keys_values(h) for block, h in zip(self.blocks, chosen, strict=True)], mask
 
     def velocity(

@@ -310,3 +310,41 @@ def test_a_vlanext_state_policy_trains_on_the_8d_dataset(libero_dataset: Path, t
     sample = build_env_adapter(cfg.env).training_data().dataset[0]
     assert sample["state"].shape == (2, 7)
     assert train(cfg)["step"] == 2
+
+
+def test_the_official_action_targets_vlanexts_and_vla_adapters(libero_dataset: Path, tmp_path: Path) -> None:
+    """VLANeXt: motion scaled by the bounds, chunks past an episode's end continued with no motion;
+    VLA-Adapter (OpenVLA-OFT's loader): percentile bounds, clipped, and only complete chunks."""
+    from vla_train.training import build_policy
+
+    base = [f"env.dataset.root={libero_dataset}", "env.image_size=64"]
+    masked = build_env_adapter(libero_cfg(tmp_path / "m", *base).env).training_data()
+    vlanext = [*base, "env.action_padding=zero_motion", "env.action_normalization=min_max"]
+    cfg = libero_cfg(tmp_path / "z", *vlanext)
+    data = build_env_adapter(cfg.env).training_data()
+    index = next(i for i in reversed(range(len(masked.dataset))) if masked.dataset[i]["action_is_pad"].any())
+    lerobots, vlanexts = masked.dataset[index], data.dataset[index]
+    pad = lerobots["action_is_pad"]
+    assert not vlanexts["action_is_pad"].any()  # trained on
+    assert torch.equal(vlanexts["actions"][pad, :6], torch.zeros(int(pad.sum()), 6))  # no motion
+    assert torch.equal(vlanexts["actions"][:, 6], lerobots["actions"][:, 6])  # the last gripper command
+    assert torch.equal(vlanexts["actions"][~pad], lerobots["actions"][~pad])
+    policy = build_policy(cfg, data.stats, data.state_key, data.action_key)
+    assert policy.action_normalizer.mode == "min_max"
+    actions = torch.stack([data.dataset[i]["actions"] for i in range(0, len(data.dataset), 7)])
+    normalized = policy.action_normalizer.normalize(actions)
+    assert normalized.abs().max() <= 1 + 1e-5 and normalized.abs().max() > 0.9  # the bounds go to ±1
+
+    adapter = [*base, "env.action_padding=complete_chunks", "env.action_normalization=bounds_q99"]
+    cfg = libero_cfg(tmp_path / "c", *adapter, "env.state_normalization=bounds_q99")
+    data = build_env_adapter(cfg.env).training_data()
+    episodes = len(
+        np.unique(np.asarray(masked.dataset.frames.hf_dataset.with_format("numpy")["episode_index"]))
+    )
+    assert len(data.dataset) == len(masked.dataset) - episodes * (cfg.env.chunk_size - 1)
+    samples = [data.dataset[i] for i in [*range(0, len(data.dataset), 5), len(data.dataset) - 1]]
+    assert not any(sample["action_is_pad"].any() for sample in samples)
+    policy = build_policy(cfg, data.stats, data.state_key, data.action_key)
+    assert policy.action_normalizer.mode == policy.state_normalizer.mode == "bounds_q99"
+    normalized = policy.action_normalizer.normalize(torch.stack([sample["actions"] for sample in samples]))
+    assert normalized.abs().max() <= 1.0

@@ -73,6 +73,18 @@ def test_padding_is_masked_and_blocks_read_their_own_layers() -> None:
     assert not torch.allclose(moved, reference)
 
 
+def test_attend_padding_reads_the_padded_positions_as_vlanexts_official_dit() -> None:
+    inputs = features()
+    padded = [h.clone() for h in inputs.layer_tokens]
+    for h in padded:
+        h[1, 4:] = 50.0
+    changed = BackboneOutput(padded[-1], inputs.mask, tuple(padded), inputs.query_layer_tokens)
+    flow = randomize(head(attend_padding=True))
+    reference, moved = velocity(flow, inputs), velocity(flow, changed)
+    torch.testing.assert_close(moved[0], reference[0])  # the unpadded sample: nothing of it changed
+    assert not torch.allclose(moved[1], reference[1])
+
+
 def test_loss_regresses_the_straight_path_velocity() -> None:
     flow = head()
     actions = torch.randn(BATCH, 4, 7)
