@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig
 
 from envs.layout import ACTION_KEY, STATE_KEY, camera_key
-from envs.padding import ZeroMotionPadding, complete_chunk_indices
+from envs.padding import TrainedPadding, complete_chunk_indices
 from vla_train.data.cache import InMemoryDataset
 from vla_train.data.lerobot_io import TransformedDataset, dataset_statistics, load_lerobot_dataset
 from vla_train.rollout import EpisodeSpec, RolloutEnv, with_state_history
@@ -76,7 +76,9 @@ class EnvAdapter:
                     f"env.action_padding=zero_motion: {type(self).__name__}'s actions are not end-effector "
                     "deltas, so no motion is not zero; use masked or complete_chunks"
                 )
-            transform = ZeroMotionPadding(transform, self.motion_dims)
+            transform = TrainedPadding(transform, self.motion_dims)
+        elif padding == "repeat_last":
+            transform = TrainedPadding(transform)
         dataset: torch.utils.data.Dataset = TransformedDataset(frames, transform)
         if padding == "complete_chunks":
             episodes_of_frames = frames.hf_dataset.with_format("numpy")["episode_index"]

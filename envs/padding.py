@@ -4,6 +4,8 @@ lerobot's loader fills those steps with the last frame's action and flags them (
 paper's official pipelines differ, and a preset reproduces each:
 
 - ``masked``: the flagged steps are left out of the loss (lerobot's own policies, our default).
+- ``repeat_last``: lerobot's values, the last action repeated, trained on like any other step — openpi
+  (its LeRobot loader ignores the flags; its losses have no mask), so π0.5's official run.
 - ``zero_motion``: no motion and the last gripper command, trained on like any other step — VLANeXt's
   ``src/datasets/libero_act.py`` (for delta actions, where zero means staying put).
 - ``complete_chunks``: no such samples; a frame is a training sample only if its whole chunk lies in its
@@ -19,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-ACTION_PADDINGS = ("masked", "zero_motion", "complete_chunks")
+ACTION_PADDINGS = ("masked", "repeat_last", "zero_motion", "complete_chunks")
 
 
 def zero_motion_padding(
@@ -32,15 +34,22 @@ def zero_motion_padding(
     return actions, torch.zeros_like(is_pad)
 
 
-class ZeroMotionPadding:
-    """A training transform followed by :func:`zero_motion_padding` (a class: data workers pickle it)."""
+class TrainedPadding:
+    """A training transform whose padded chunk steps are trained on: as lerobot filled them
+    (``motion_dims=None``, ``repeat_last``) or with :func:`zero_motion_padding`. A class: data workers
+    pickle it."""
 
-    def __init__(self, transform: Callable[[Mapping[str, Any]], dict[str, Any]], motion_dims: int) -> None:
+    def __init__(
+        self, transform: Callable[[Mapping[str, Any]], dict[str, Any]], motion_dims: int | None = None
+    ) -> None:
         self.transform, self.motion_dims = transform, motion_dims
 
     def __call__(self, frame: Mapping[str, Any]) -> dict[str, Any]:
         sample = self.transform(frame)
-        actions, is_pad = zero_motion_padding(sample["actions"], sample["action_is_pad"], self.motion_dims)
+        actions, is_pad = sample["actions"], sample["action_is_pad"]
+        if self.motion_dims is None:
+            return {**sample, "action_is_pad": torch.zeros_like(is_pad)}
+        actions, is_pad = zero_motion_padding(actions, is_pad, self.motion_dims)
         return {**sample, "actions": actions, "action_is_pad": is_pad}
 
 

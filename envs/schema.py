@@ -58,8 +58,8 @@ class EnvConfig:
     # how the policy normalizes actions, as state_normalization (VLANeXt's official run: min_max, the
     # per-suite bounds to [-1, 1])
     action_normalization: str | None = None
-    # an action chunk running past its episode's end (envs/padding.py): masked | zero_motion (VLANeXt's
-    # official run; environments with delta actions) | complete_chunks (VLA-Adapter's: no such samples)
+    # an action chunk running past its episode's end (envs/padding.py): masked | repeat_last (openpi's) |
+    # zero_motion (VLANeXt's; delta actions only) | complete_chunks (VLA-Adapter's: no such samples)
     action_padding: str = "masked"
     fps: int = 20
     dataset: DatasetConfig = field(default_factory=DatasetConfig)

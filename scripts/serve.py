@@ -14,6 +14,7 @@ forward pass (``--batch-wait-ms``).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from pathlib import Path
 
@@ -62,12 +63,23 @@ def build_server(
     )
 
 
+def port_number(text: str) -> int:
+    """``--port``: a TCP port, refused by argparse with the value when it is not one."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535)")
+    return port
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", help="a run directory (latest checkpoint) or a checkpoint directory")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the run's config")
     parser.add_argument("--host", default=DEFAULT_HOST, help="bind address (default: loopback only)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--port", type=port_number, default=DEFAULT_PORT, help="0: any free port")
     parser.add_argument("--device", default="auto")
     parser.add_argument(
         "--seed", type=int, help="same observation → same actions (seeds each request's sampling noise)"
@@ -80,7 +92,7 @@ def main() -> None:
     )
     parser.add_argument("--max-batch", type=int, default=64, help="most inputs in one forward pass")
     args = parser.parse_args()
-    if args.batch_wait_ms < 0 or args.max_batch < 1:
+    if not 0 <= args.batch_wait_ms < math.inf or args.max_batch < 1:
         parser.error(
             f"--batch-wait-ms must be >= 0 and --max-batch >= 1, got {args.batch_wait_ms}, {args.max_batch}"
         )
@@ -103,6 +115,10 @@ def main() -> None:
         server.serve_forever()
     except KeyboardInterrupt:
         server.stop()
+    except OSError as error:  # the address: in use, or not this machine's
+        raise OSError(
+            f"cannot serve on --host {args.host} --port {args.port}: {error.strerror or error}"
+        ) from None
 
 
 if __name__ == "__main__":

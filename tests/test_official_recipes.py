@@ -106,6 +106,9 @@ OFFICIAL = {
         "trainer.min_lr_ratio": 0.1,
         "trainer.max_grad_norm": 1.0,
         "trainer.seed": 42,
+        # src/openpi/training/data_loader.py: LeRobotDataset with delta_timestamps, its `_is_pad` flags
+        # unread, and pi0's flow loss has no mask: chunks past an episode's end repeat the last action
+        "env.action_padding": "repeat_last",
     },
 }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from envs.padding import ZeroMotionPadding, complete_chunk_indices, zero_motion_padding
+from envs.padding import TrainedPadding, complete_chunk_indices, zero_motion_padding
 from policies.vla_policy import Normalizer
 
 
@@ -24,9 +24,12 @@ def test_zero_motion_zeroes_the_padded_deltas_and_keeps_the_gripper() -> None:
     assert torch.equal(padded[:, 3], actions[:, 3]) and not flags.any()
     assert torch.equal(actions, torch.arange(12.0).view(3, 4) + 1)  # the frame's own tensor untouched
 
-    transform = ZeroMotionPadding(lambda frame: dict(frame), motion_dims=3)
-    sample = transform({"actions": actions, "action_is_pad": is_pad, "state": torch.ones(2)})
+    frame = {"actions": actions, "action_is_pad": is_pad, "state": torch.ones(2)}
+    sample = TrainedPadding(lambda frame: dict(frame), motion_dims=3)(frame)
     assert torch.equal(sample["actions"], padded) and torch.equal(sample["state"], torch.ones(2))
+    assert not sample["action_is_pad"].any()
+    repeated = TrainedPadding(lambda frame: dict(frame))(frame)  # openpi's: lerobot's values, trained on
+    assert torch.equal(repeated["actions"], actions) and not repeated["action_is_pad"].any()
 
 
 def test_bounds_q99_is_openvlas_normalization_clipped() -> None:
