@@ -1,0 +1,1 @@
+"""Reinforcement learning with verifiable rewards (the paper's RLVR regime: GRPO/GMPO on Qwen3)."""
