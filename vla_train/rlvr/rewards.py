@@ -20,6 +20,7 @@ from typing import Any
 #: how much of a completion's end is searched for its answer (verl's ``_SOLUTION_CLIP_CHARS``)
 ANSWER_WINDOW = 300
 _GSM8K_ANSWER = re.compile(r"####\s*(-?[0-9.,$]+)")
+_NUMBER = re.compile(r"-?[0-9][0-9.,]*")
 
 
 def gsm8k_gold(solution: str) -> str:
@@ -34,6 +35,13 @@ def gsm8k_answer(completion: str) -> str | None:
     """The last ``#### <number>`` of a completion's final characters, or None."""
     found = _GSM8K_ANSWER.findall(completion[-ANSWER_WINDOW:])
     return _plain_number(found[-1]) if found else None
+
+
+def last_number(completion: str) -> str | None:
+    """The completion's last number, in any format (verl's "flexible" GSM8K method), or None."""
+    found = _NUMBER.findall(completion[-ANSWER_WINDOW:])
+    numbers = [n for n in found if n.strip(".,")]
+    return _plain_number(numbers[-1]) if numbers else None
 
 
 def _plain_number(text: str) -> str:
@@ -83,6 +91,13 @@ def gsm8k_reward(completions: Sequence[Any], answer: Sequence[str], **_: Any) ->
     """TRL reward function; ``answer``: the gold numbers (the dataset's column, :func:`gsm8k_gold`)."""
     pairs = zip(completions, answer, strict=True)
     return [float(gsm8k_answer(completion_text(c)) == str(gold)) for c, gold in pairs]
+
+
+def last_number_reward(completions: Sequence[Any], answer: Sequence[str], **_: Any) -> list[float]:
+    """TRL reward function: the completion's last number against the gold one, no format required (the
+    synthetic arithmetic task, where a tiny model must be able to earn reward by chance)."""
+    pairs = zip(completions, answer, strict=True)
+    return [float(last_number(completion_text(c)) == str(gold)) for c, gold in pairs]
 
 
 def math_reward(completions: Sequence[Any], answer: Sequence[str], **_: Any) -> list[float]:

@@ -1,0 +1,166 @@
+"""RLVR tasks: where the problems come from, how each becomes a prompt, and how its answers are scored.
+
+A task yields a ``datasets.Dataset`` with the columns TRL's ``GRPOTrainer`` reads — ``prompt`` (one
+chat user turn, so the model's own chat template frames it) and ``answer`` (the gold answer, handed
+to :attr:`RLVRTask.reward`). Prompts are the paper's verl runs' (its ``examples/data_preprocess``):
+the problem, then an instruction that fixes where the final answer goes.
+
+``source`` is a hub id (downloaded into ``HF_HOME``) or a local ``.jsonl``/``.json``/``.parquet`` file or
+directory of them in the hub dataset's own columns; a local source that is missing is an error naming
+it, never a download.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from vla_train.rlvr.rewards import gsm8k_gold, gsm8k_reward, last_boxed, last_number_reward, math_reward
+
+#: verl's examples/data_preprocess/gsm8k.py
+GSM8K_INSTRUCTION = 'Let\'s think step by step and output the final answer after "####".'
+#: the paper's RL/verl/examples/data_preprocess/math_dataset.py
+MATH_INSTRUCTION = "Let's think step by step and output the final answer within \\boxed{}."
+LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+
+Reward = Callable[..., list[float]]
+
+
+def load_rows(source: str, split: str, config: str | None = None) -> Any:
+    """``split`` of a hub dataset, or of local files (a file, or a directory of ``<split>.*`` files)."""
+    import datasets
+
+    path = Path(source).expanduser()
+    local = path.suffix in LOCAL_FORMATS or source.startswith((".", "/", "~")) or path.exists()
+    if not local:
+        return datasets.load_dataset(source, config, split=split)
+    if path.is_dir():
+        files = sorted(f for f in path.iterdir() if f.stem == split and f.suffix in LOCAL_FORMATS)
+        if not files:
+            raise FileNotFoundError(f"{path} has no {split}.jsonl, {split}.json or {split}.parquet")
+        path = files[0]
+    if not path.is_file():
+        raise FileNotFoundError(f"task source {path}: no such file (a hub id has no leading '.', '/' or '~')")
+    if path.suffix not in LOCAL_FORMATS:
+        raise ValueError(f"task source {path}: must be one of {sorted(LOCAL_FORMATS)}")
+    return datasets.load_dataset(LOCAL_FORMATS[path.suffix], data_files=str(path), split="train")
+
+
+def chat_prompt(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+class RLVRTask:
+    """Base class of ``task`` options: :meth:`rows` gives ``prompt``/``answer`` rows for a split."""
+
+    reward: Reward
+
+    def rows(self, split: str) -> Any:
+        raise NotImplementedError
+
+
+class GSM8KTask(RLVRTask):
+    """GSM8K (``openai/gsm8k``, config ``main``): the gold answer is the number after ``####``."""
+
+    reward = staticmethod(gsm8k_reward)
+
+    def __init__(self, source: str = "openai/gsm8k", config: str | None = "main") -> None:
+        self.source, self.config = source, config
+
+    def rows(self, split: str) -> Any:
+        table = load_rows(self.source, split, self.config)
+        _require_columns(table, ("question", "answer"), self.source)
+        return table.map(
+            lambda row: {
+                "prompt": chat_prompt(f"{row['question']} {GSM8K_INSTRUCTION}"),
+                "answer": gsm8k_gold(row["answer"]),
+            },
+            remove_columns=table.column_names,
+        )
+
+
+class MathTask(RLVRTask):
+    """MATH (``DigitalLearningGmbH/MATH-lighteval``, the copy the paper's runs read), optionally only some
+    difficulty levels (the paper: 3–5); the gold answer is the solution's last ``\\boxed{}``. MATH-500
+    (``HuggingFaceH4/MATH-500``) has an ``answer`` column, which is used as it is."""
+
+    reward = staticmethod(math_reward)
+
+    def __init__(
+        self,
+        source: str = "DigitalLearningGmbH/MATH-lighteval",
+        config: str | None = None,
+        levels: Sequence[int] | None = None,
+    ) -> None:
+        if levels is not None and not set(levels) <= {1, 2, 3, 4, 5}:
+            raise ValueError(f"task.levels={list(levels)}: MATH's levels are 1-5")
+        self.source, self.config, self.levels = source, config, levels
+
+    def rows(self, split: str) -> Any:
+        table = load_rows(self.source, split, self.config)
+        _require_columns(table, ("problem",), self.source)
+        if self.levels is not None:
+            _require_columns(table, ("level",), self.source)
+            wanted = {f"Level {level}" for level in self.levels}
+            table = table.filter(lambda row: row["level"] in wanted)
+        has_answer = "answer" in table.column_names
+        if not has_answer:
+            _require_columns(table, ("solution",), self.source)
+        return table.map(
+            lambda row: {
+                "prompt": chat_prompt(f"{row['problem']} {MATH_INSTRUCTION}"),
+                "answer": row["answer"] if has_answer else _boxed_answer(row["solution"]),
+            },
+            remove_columns=table.column_names,
+        )
+
+
+def _boxed_answer(solution: str) -> str:
+    answer = last_boxed(solution)
+    if answer is None:
+        raise ValueError(f"a MATH solution without \\boxed{{}}: {solution[-80:]!r}")
+    return answer
+
+
+def _require_columns(table: Any, columns: Sequence[str], source: str) -> None:
+    missing = [column for column in columns if column not in table.column_names]
+    if missing:
+        raise ValueError(f"task source {source}: no column {missing} (it has {table.column_names})")
+
+
+class ArithmeticTask(RLVRTask):
+    """Sums of small numbers, ``"a+b="``, as plain text (no chat template), scored by the completion's last
+    number: a verifiable task a tiny random model earns reward on by chance — the offline stand-in for
+    GSM8K. Its files are GSM8K's format (``question``, ``answer`` ending ``#### <n>``), written by
+    :func:`write_arithmetic_task`."""
+
+    reward = staticmethod(last_number_reward)
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def rows(self, split: str) -> Any:
+        table = load_rows(self.source, split)
+        _require_columns(table, ("question", "answer"), self.source)
+        return table.map(
+            lambda row: {"prompt": row["question"], "answer": gsm8k_gold(row["answer"])},
+            remove_columns=table.column_names,
+        )
+
+
+def write_arithmetic_task(directory: Path, rows: int = 256, seed: int = 0, digits: int = 1) -> Path:
+    """``train.jsonl`` and ``test.jsonl`` of :class:`ArithmeticTask` in ``directory``."""
+    import json
+
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    top = 10**digits
+    for split, count in (("train", rows), ("test", max(rows // 4, 1))):
+        with (directory / f"{split}.jsonl").open("w") as file:
+            for _ in range(count):
+                a, b = rng.randrange(top), rng.randrange(top)
+                row = {"question": f"{a}+{b}=", "answer": f"{a}+{b}={a + b}\n#### {a + b}"}
+                file.write(json.dumps(row) + "\n")
+    return directory
