@@ -13,6 +13,7 @@ Written from the paper's objective (the official verl runs use verl's ``geo_mean
 from __future__ import annotations
 
 import torch
+from trl import GRPOTrainer
 
 #: GMPO's clipping range in log space, (e^-0.4, e^0.4) for the ratio
 GMPO_EPSILON = 0.4
@@ -44,3 +45,37 @@ def gmpo_loss(
     loss = -(advantages * sequence_ratio).mean()
     was_clipped = ((log_ratio != clipped).to(mask.dtype) * mask).sum() / mask.sum().clamp(min=1.0)
     return loss, was_clipped.detach()
+
+
+class GMPOTrainer(GRPOTrainer):
+    """TRL's ``GRPOTrainer`` with :func:`gmpo_loss` in place of its per-token loss: rollouts, rewards and
+    the group-normalized advantages are TRL's. ``epsilon``/``epsilon_high`` are the log-space clipping
+    range; ``beta`` adds the k3 KL estimate to the reference model, as GRPO's. (With vLLM, TRL's
+    importance-sampling correction for the sampler's log-probabilities is not applied.)"""
+
+    def _compute_loss(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        completion_ids, mask = inputs["completion_ids"], inputs["completion_mask"]
+        input_ids = torch.cat([inputs["prompt_ids"], completion_ids], dim=1)
+        attention_mask = torch.cat([inputs["prompt_mask"], mask], dim=1)
+        per_token_logps, _, _ = self._get_per_token_logps_and_entropies(
+            model, input_ids, attention_mask, completion_ids.size(1)
+        )
+        old = inputs.get("old_per_token_logps")
+        old = per_token_logps.detach() if old is None else old
+        advantages = inputs["advantages"]
+        if advantages.dim() != 1:
+            raise ValueError("GMPO needs one advantage per completion; got per-token advantages")
+        epsilon_high = self.epsilon_high if self.epsilon_high is not None else self.epsilon_low
+        loss, clipped = gmpo_loss(per_token_logps, old, advantages, mask, self.epsilon_low, epsilon_high)
+        mode = "train" if self.model.training else "eval"
+        if self.beta != 0.0:
+            reference = inputs["ref_per_token_logps"]
+            kl = torch.exp(reference - per_token_logps) - (reference - per_token_logps) - 1
+            weights = mask.to(kl.dtype)
+            kl_per_sequence = (kl * weights).sum(-1) / weights.sum(-1).clamp(min=1.0)
+            loss = loss + self.beta * kl_per_sequence.mean()
+            self._metrics[mode]["kl"].append(self.accelerator.gather(kl_per_sequence.mean()).mean().item())
+        self._metrics[mode]["clip_ratio/region_mean"].append(self.accelerator.gather(clipped).mean().item())
+        if mode == "train":
+            loss = loss / self.current_gradient_accumulation_steps
+        return loss

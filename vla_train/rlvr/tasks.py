@@ -138,10 +138,13 @@ class ArithmeticTask(RLVRTask):
 
     reward = staticmethod(last_number_reward)
 
-    def __init__(self, source: str) -> None:
-        self.source = source
+    def __init__(self, source: str, generate: bool = True, examples: int = 256, seed: int = 0) -> None:
+        self.source, self.generate, self.examples, self.seed = source, generate, examples, seed
 
     def rows(self, split: str) -> Any:
+        directory = Path(self.source).expanduser()
+        if self.generate and (not directory.exists() or not any(directory.iterdir())):
+            write_arithmetic_task(directory, rows=self.examples, seed=self.seed)  # a new or empty one only
         table = load_rows(self.source, split)
         _require_columns(table, ("question", "answer"), self.source)
         return table.map(

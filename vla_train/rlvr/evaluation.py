@@ -1,0 +1,70 @@
+"""Test accuracy of an RLVR policy: greedy decoding in batches, scored by the task's own reward, every
+example written to ``predictions.jsonl`` (prompt, completion, gold answer, reward)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def prompt_text(prompt: Any, tokenizer: Any) -> str:
+    """A chat prompt through the model's template (the assistant turn opened), or plain text as it is."""
+    if isinstance(prompt, str):
+        return prompt
+    return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+
+
+@torch.no_grad()
+def evaluate_accuracy(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    rows: Sequence[dict[str, Any]],
+    reward: Callable[..., list[float]],
+    output_dir: Path,
+    max_examples: int | None = None,
+    batch_size: int = 32,
+    max_new_tokens: int = 1024,
+) -> dict[str, float]:
+    """``{"eval/accuracy", "eval/examples"}``; the predictions go to ``output_dir/predictions.jsonl``."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    count = len(rows) if max_examples is None else min(max_examples, len(rows))
+    was_training, side = model.training, tokenizer.padding_side
+    model.eval()
+    tokenizer.padding_side = "left"  # generation continues every prompt from its own last token
+    device = next(model.parameters()).device
+    correct = 0
+    try:
+        with (output_dir / "predictions.jsonl").open("w") as file:
+            for start in range(0, count, batch_size):
+                batch = [rows[i] for i in range(start, min(start + batch_size, count))]
+                texts = [prompt_text(row["prompt"], tokenizer) for row in batch]
+                inputs = tokenizer(
+                    texts,
+                    return_tensors="pt",
+                    padding=True,
+                    add_special_tokens=False,
+                    return_token_type_ids=False,
+                ).to(device)
+                generated = model.generate(
+                    **inputs,
+                    do_sample=False,
+                    max_new_tokens=max_new_tokens,
+                    pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=tokenizer.eos_token_id,
+                )
+                completions = tokenizer.batch_decode(
+                    generated[:, inputs["input_ids"].size(1) :], skip_special_tokens=True
+                )
+                scores = reward(completions, [row["answer"] for row in batch])
+                for row, completion, score in zip(batch, completions, scores, strict=True):
+                    correct += score == 1.0
+                    record = {"prompt": row["prompt"], "completion": completion, "answer": row["answer"]}
+                    file.write(json.dumps({**record, "reward": score}) + "\n")
+    finally:
+        model.train(was_training)
+        tokenizer.padding_side = side
+    return {"eval/accuracy": correct / max(count, 1), "eval/examples": float(count)}

@@ -1,0 +1,194 @@
+"""``train_rlvr(cfg) -> metrics``: everything ``python train_rlvr.py ...`` does, callable from tests.
+
+TRL's ``GRPOTrainer`` (or :class:`~vla_train.rlvr.gmpo.GMPOTrainer`) runs the rollouts, rewards, group
+advantages and checkpoints; this module gives it the paper's optimizer object
+(:func:`~vla_train.rlvr.optimizer.build_rlvr_optimizer`), the task's prompts and verifiable reward, and
+maps the paper's batch settings (prompts per step, group size) onto TRL's per-device ones. The final
+accuracy is measured by :func:`~vla_train.rlvr.evaluation.evaluate_accuracy` on the test split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from vla_train.config import ConfigError
+from vla_train.optim import ModalityOptimizerOptions
+from vla_train.rlvr.evaluation import evaluate_accuracy
+from vla_train.rlvr.models import load_policy_model
+from vla_train.rlvr.optimizer import build_rlvr_optimizer
+from vla_train.trainer.run_directory import claim_run_directory
+from vla_train.training import configure_caches
+
+log = logging.getLogger(__name__)
+
+ALGORITHMS = ("grpo", "gmpo")
+SPECTRAL_OR_ADAMW = ("adamw", "muon", "pion", "lpmuon", "lrmuon")
+
+
+def validate_rlvr_config(cfg: DictConfig) -> None:
+    """Ranges and choices the schema's types cannot express; raises :class:`ConfigError` naming the key."""
+    rl, algorithm = cfg.rl, cfg.algorithm
+    if algorithm.name not in ALGORITHMS:
+        raise ConfigError(f"algorithm.name={algorithm.name!r}: must be one of {ALGORITHMS}")
+    for key in ("steps", "prompts_per_step", "group_size", "micro_batch", "max_completion_length",
+                "log_every", "save_every", "eval_batch_size"):  # fmt: skip
+        if rl[key] < 1:
+            raise ConfigError(f"rl.{key}={rl[key]}: must be >= 1")
+    if rl.group_size < 2:
+        raise ConfigError(f"rl.group_size={rl.group_size}: a group needs >= 2 completions (advantages)")
+    if (rl.prompts_per_step * rl.group_size) % rl.micro_batch:
+        raise ConfigError(
+            f"rl.micro_batch={rl.micro_batch}: must divide rl.prompts_per_step × rl.group_size = "
+            f"{rl.prompts_per_step * rl.group_size} (the completions of one optimizer step)"
+        )
+    generation = rl.prompts_per_generation
+    if generation is not None and (generation < 1 or generation % rl.prompts_per_step):
+        raise ConfigError(
+            f"rl.prompts_per_generation={generation}: must be a multiple of rl.prompts_per_step="
+            f"{rl.prompts_per_step}"
+        )
+    if not 0 < rl.temperature < math.inf:
+        raise ConfigError(f"rl.temperature={rl.temperature}: must be a finite number > 0")
+    for key in ("epsilon", "epsilon_high", "beta"):
+        value = algorithm[key]
+        if value is not None and not 0 <= value < math.inf:
+            raise ConfigError(f"algorithm.{key}={value}: must be a finite number >= 0")
+    if rl.mixed_precision not in ("auto", "no", "bf16"):
+        raise ConfigError(f"rl.mixed_precision={rl.mixed_precision!r}: must be auto, no or bf16")
+    if cfg.optimizer.language not in SPECTRAL_OR_ADAMW:
+        raise ConfigError(
+            f"optimizer.language={cfg.optimizer.language!r}: must be one of {SPECTRAL_OR_ADAMW}"
+        )
+    if not 0 < cfg.optimizer.lr < math.inf:
+        raise ConfigError(f"optimizer.lr={cfg.optimizer.lr}: must be a finite number > 0")
+
+
+def optimizer_options(node: DictConfig) -> ModalityOptimizerOptions:
+    names = {f.name for f in dataclasses.fields(ModalityOptimizerOptions)}
+    values = OmegaConf.to_container(node, resolve=True)
+    return ModalityOptimizerOptions(**{k: v for k, v in values.items() if k in names})
+
+
+def grpo_arguments(cfg: DictConfig, cpu: bool) -> Any:
+    """The paper's batch settings in TRL's terms: an optimizer step takes ``prompts_per_step`` groups
+    of ``group_size`` completions in micro-batches; one generation round serves
+    ``prompts_per_generation / prompts_per_step`` steps (verl's mini-batches of a rollout batch)."""
+    from trl import GRPOConfig
+
+    rl, algorithm = cfg.rl, cfg.algorithm
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    completions = rl.prompts_per_step * rl.group_size
+    if completions % (rl.micro_batch * world):
+        raise ConfigError(
+            f"rl.micro_batch={rl.micro_batch} × {world} processes must divide the {completions} "
+            "completions of one optimizer step"
+        )
+    accumulation = completions // (rl.micro_batch * world)
+    rounds = (rl.prompts_per_generation or rl.prompts_per_step) // rl.prompts_per_step
+    bf16 = rl.mixed_precision == "bf16" or (rl.mixed_precision == "auto" and not cpu)
+    return GRPOConfig(
+        output_dir=str(cfg.output_dir),
+        max_steps=rl.steps,
+        per_device_train_batch_size=rl.micro_batch,
+        gradient_accumulation_steps=accumulation,
+        steps_per_generation=accumulation * rounds,
+        num_generations=rl.group_size,
+        max_completion_length=rl.max_completion_length,
+        temperature=rl.temperature,
+        loss_type=algorithm.loss_type,
+        epsilon=algorithm.epsilon,
+        epsilon_high=algorithm.epsilon_high,
+        beta=algorithm.beta,
+        seed=rl.seed,
+        data_seed=rl.seed,
+        logging_steps=rl.log_every,
+        save_steps=rl.save_every,
+        save_strategy="steps",
+        report_to=[] if cfg.logger.mode == "disabled" else ["wandb"],
+        run_name=cfg.run_name,
+        use_cpu=cpu,
+        bf16=bf16,
+        gradient_checkpointing=cfg.model.gradient_checkpointing,
+        use_vllm=rl.use_vllm,
+        lr_scheduler_type="constant",
+        learning_rate=cfg.optimizer.lr,  # for TRL's logs: the optimizer object sets the real rates
+        disable_tqdm=False,
+    )
+
+
+def train_rlvr(cfg: DictConfig) -> dict[str, float]:
+    """Train (GRPO or GMPO) and measure the test accuracy; returns the final metrics."""
+    if "hydra" in cfg:
+        cfg = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+    validate_rlvr_config(cfg)
+    run_dir = Path(cfg.output_dir)
+    claim_run_directory(run_dir)
+    configure_caches(Path(os.environ.get("VLA_TRAIN_CACHE", ".cache")))
+    if cfg.logger.mode != "disabled":
+        os.environ.setdefault("WANDB_MODE", cfg.logger.mode)
+        os.environ.setdefault("WANDB_PROJECT", cfg.logger.project)
+        os.environ.setdefault("WANDB_DIR", str(run_dir.resolve()))
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+
+    from transformers import set_seed
+
+    set_seed(cfg.rl.seed)
+    model, tokenizer = load_policy_model(
+        cfg.model.name_or_path,
+        cfg.model.dtype,
+        OmegaConf.to_container(cfg.model.tiny) if cfg.model.tiny is not None else None,
+    )
+    task = instantiate(cfg.task)
+    cpu = cfg.rl.cpu or not torch.cuda.is_available()
+    optimizer = build_rlvr_optimizer(model, optimizer_options(cfg.optimizer))
+    (run_dir / "optimizer_assignment.txt").write_text(optimizer.summary + "\n")
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)  # the paper's constant lr
+    trainer_class = _trainer_class(cfg.algorithm.name)
+    trainer = trainer_class(
+        model=model,
+        reward_funcs=task.reward,
+        args=grpo_arguments(cfg, cpu),
+        train_dataset=task.rows("train"),
+        processing_class=tokenizer,
+        optimizers=(optimizer, schedule),
+    )
+    resume = cfg.rl.resume and any(run_dir.glob("checkpoint-*"))
+    trainer.train(resume_from_checkpoint=True if resume else None)
+    history = [entry for entry in trainer.state.log_history if "reward" in entry]
+    metrics: dict[str, float] = {"step": float(trainer.state.global_step)}
+    if history:
+        metrics["train/reward"] = float(history[-1]["reward"])
+    evaluated = instantiate(cfg.eval_task) if cfg.get("eval_task") is not None else task
+    metrics.update(
+        evaluate_accuracy(
+            trainer.model,
+            tokenizer,
+            evaluated.rows("test"),
+            evaluated.reward,
+            run_dir / "eval" / f"step_{trainer.state.global_step}",
+            max_examples=cfg.rl.eval_examples,
+            batch_size=cfg.rl.eval_batch_size,
+            max_new_tokens=cfg.rl.max_completion_length,
+        )
+    )
+    log.info("RLVR run %s: %s", run_dir, metrics)
+    return metrics
+
+
+def _trainer_class(name: str) -> type:
+    if name == "gmpo":
+        from vla_train.rlvr.gmpo import GMPOTrainer
+
+        return GMPOTrainer
+    from trl import GRPOTrainer
+
+    return GRPOTrainer
