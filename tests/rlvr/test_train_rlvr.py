@@ -118,5 +118,32 @@ def test_a_tiny_qwen3_trains_with_each_optimizer_and_algorithm(
     assert len(predictions) == 8 and {"prompt", "completion", "answer", "reward"} <= set(
         json.loads(predictions[0])
     )
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in logged if "reward" in entry] == [1, 2]
     summary = (tmp_path / "run" / "optimizer_assignment.txt").read_text()
     assert optimizer.removesuffix("_per_head") in summary
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm", ["grpo", "gmpo"])
+def test_a_stopped_run_resumes_to_the_same_rewards_and_weights(
+    algorithm: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from safetensors.torch import load_file
+
+    monkeypatch.setenv("VLA_TRAIN_CACHE", str(tmp_path / "cache"))
+    overrides = ["experiment=rlvr_smoke", f"algorithm={algorithm}", "rl.save_every=2", "rl.eval_examples=4"]
+    train_rlvr(compose_rlvr([*overrides, "rl.steps=4"], tmp_path / "whole"))
+    train_rlvr(compose_rlvr([*overrides, "rl.steps=2"], tmp_path / "parts"))
+    train_rlvr(compose_rlvr([*overrides, "rl.steps=4", "rl.resume=true"], tmp_path / "parts"))
+
+    def rewards(run: str) -> list[tuple[int, float]]:
+        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        return [(e["step"], e["reward"]) for e in map(json.loads, lines) if "reward" in e]
+
+    assert rewards("parts") == rewards("whole") and len(rewards("whole")) == 4
+    whole = load_file(tmp_path / "whole" / "checkpoint-4" / "model.safetensors")
+    parts = load_file(tmp_path / "parts" / "checkpoint-4" / "model.safetensors")
+    assert whole.keys() == parts.keys()
+    for name in whole:
+        assert (whole[name] == parts[name]).all(), name

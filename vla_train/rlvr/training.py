@@ -19,12 +19,14 @@ from typing import Any
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from transformers import TrainerCallback, TrainerState
 
 from vla_train.config import ConfigError
 from vla_train.optim import ModalityOptimizerOptions
 from vla_train.rlvr.evaluation import evaluate_accuracy
 from vla_train.rlvr.models import load_policy_model
 from vla_train.rlvr.optimizer import build_rlvr_optimizer
+from vla_train.trainer.metrics_log import MetricsLog
 from vla_train.trainer.run_directory import claim_run_directory
 from vla_train.training import configure_caches
 
@@ -160,6 +162,7 @@ def train_rlvr(cfg: DictConfig) -> dict[str, float]:
         train_dataset=task.rows("train"),
         processing_class=tokenizer,
         optimizers=(optimizer, schedule),
+        callbacks=[MetricsFile(run_dir)],
     )
     resume = cfg.rl.resume and any(run_dir.glob("checkpoint-*"))
     trainer.train(resume_from_checkpoint=True if resume else None)
@@ -182,6 +185,22 @@ def train_rlvr(cfg: DictConfig) -> dict[str, float]:
     )
     log.info("RLVR run %s: %s", run_dir, metrics)
     return metrics
+
+
+class MetricsFile(TrainerCallback):
+    """TRL's logs (rewards, KL, clipping, lengths) also to ``metrics.jsonl``, one line per log, as every
+    run of this project writes them (``scripts/report.py`` reads them); a resumed run drops the lines past
+    its checkpoint first."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.metrics = MetricsLog(run_dir, "disabled", "", {})
+
+    def on_train_begin(self, args: Any, state: TrainerState, control: Any, **kwargs: Any) -> None:
+        self.metrics.truncate_after(state.global_step)
+
+    def on_log(self, args: Any, state: TrainerState, control: Any, logs: Any = None, **kwargs: Any) -> None:
+        if logs and state.is_world_process_zero:
+            self.metrics.log(logs, state.global_step)
 
 
 def _trainer_class(name: str) -> type:
