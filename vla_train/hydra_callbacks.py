@@ -17,6 +17,11 @@ class RunDirectoryGuard(Callback):
 
     @exit_on_error
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        HydraConfig.instance().set_config(
+            config
+        )  # run.dir reads ${hydra:runtime.choices...}; run_job sets it too
         run_dir = str(config.hydra.run.dir)
         if foreign_entries(run_dir):
             claim_run_directory(run_dir)  # raises, naming what is there

@@ -78,6 +78,25 @@ def test_train_py_refuses_a_users_directory_before_hydra_writes_into_it(tmp_path
     assert _snapshot(tmp_path) == before and not (tmp_path / ".hydra").exists()
 
 
+@pytest.mark.slow
+def test_train_py_uses_and_guards_its_default_run_directory(tmp_path: Path, lift_dataset: Path) -> None:
+    """No hydra.run.dir: outputs/<run_name>, whose name Hydra resolves from the chosen options."""
+    command = [sys.executable, str(ROOT / "train.py"), "experiment=smoke", "logger=none", "evaluate=false",
+               "trainer.steps=1", f"env.dataset.root={lift_dataset}"]  # fmt: skip
+    first = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    run = tmp_path / "outputs" / "smoke-l1-pion"
+    assert (run / RUN_MARKER).is_file() and (run / "checkpoints").is_dir()
+
+    (tmp_path / "outputs" / "smoke-l1-adamw").mkdir()
+    (tmp_path / "outputs" / "smoke-l1-adamw" / "notes.txt").write_text("mine")
+    second = subprocess.run(
+        [*command, "optimizer=adamw"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert second.returncode == 2 and "notes.txt" in second.stderr
+    assert (tmp_path / "outputs" / "smoke-l1-adamw" / "notes.txt").read_text() == "mine"
+
+
 def _raise(error: BaseException) -> None:
     raise error
 
