@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from pathlib import Path
 
 from vla_train.cli import exit_on_error
@@ -21,12 +22,23 @@ from vla_train.inference import load_policy
 from vla_train.training import build_env_adapter, configure_caches
 
 
+def results_name(text: str) -> str:
+    """``--name``: one directory name, so that the results stay inside ``<run>/eval``."""
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]*", text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a plain directory name (letters, digits, '.', '_', '-'; no '/')"
+        )
+    return text
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", help="a run directory (latest checkpoint) or a checkpoint directory")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the run's config")
     parser.add_argument(
-        "--name", help="results subdirectory under <run>/eval (default: the checkpoint's name)"
+        "--name",
+        type=results_name,
+        help="results subdirectory under <run>/eval (default: the checkpoint's name)",
     )
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)

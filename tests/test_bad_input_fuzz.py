@@ -188,6 +188,7 @@ def test_the_fuzz_covers_at_least_150_cases_and_every_range_checked_key() -> Non
     [
         (["head.heads=3"], "head.heads=3"),  # widths that depend on the backbone's
         (["head=l1_bridge", "head.heads=3"], "head.heads=3"),
+        (["head.input_noise_std=nan"], "input_noise_std"),
     ],
 )
 def test_sizes_that_do_not_divide_are_named_when_the_policy_is_built(

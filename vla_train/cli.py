@@ -22,6 +22,8 @@ BAD_INPUT: tuple[type[BaseException], ...] = (ValueError, OSError, LookupError)
 OUR_PACKAGES = ("vla_train", "policies", "envs")
 #: the exit status of a command refused for bad input
 BAD_INPUT_STATUS = 2
+#: the shell's status for a command stopped by Ctrl-C
+INTERRUPTED_STATUS = 130
 
 Function = TypeVar("Function", bound=Callable[..., Any])
 
@@ -49,6 +51,9 @@ def exit_on_error(function: Function) -> Function:
     def reporting(*args: Any, **kwargs: Any) -> Any:
         try:
             return function(*args, **kwargs)
+        except KeyboardInterrupt:  # what was finished is kept (checkpoints, results files)
+            print("interrupted", file=sys.stderr, flush=True)
+            sys.exit(INTERRUPTED_STATUS)
         except Exception as error:
             if os.environ.get(TRACEBACK_VARIABLE, "") not in ("", "0"):
                 raise

@@ -23,6 +23,9 @@ def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
     """Hydra's ``key=value`` override grammar (lists, numbers, null) applied to a saved config."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    for text in overrides:
+        if "=" not in text or text.lstrip("+~").startswith("="):
+            raise ValueError(f"override {text!r}: must be key=value (a key of the run's config)")
     for override in OverridesParser.create().parse_overrides(list(overrides)):
         key = override.key_or_group
         if OmegaConf.select(cfg, key, default="__missing__") == "__missing__" and not override.is_add():

@@ -15,6 +15,7 @@ trained policy has 179.3 M parameters (+ 38.6 M of frozen, unused ``film_gen``).
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
@@ -164,7 +165,7 @@ class L1RegressionHead(ActionQueryL1Head):
         gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__(num_queries, backbone.hidden_size)
-        if input_noise_std < 0:
+        if not 0 <= input_noise_std < math.inf:  # nan too
             raise ValueError(f"input_noise_std must be >= 0, got {input_noise_std}")
         self.task_tokens, self.shift_queries = TaskTokens(task_tokens), shift_queries
         self.chunk_size, self.input_noise_std = chunk_size, input_noise_std

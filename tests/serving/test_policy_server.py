@@ -48,6 +48,9 @@ def test_wire_round_trips_arrays_and_refuses_objects() -> None:
         forged = pack({b"__ndarray__": True, b"dtype": dtype, b"shape": [1], b"data": b"\x00" * 8})
         with pytest.raises(WireError, match="refusing"):
             unpack(forged)
+    negative = pack({b"__ndarray__": True, b"dtype": "<f4", b"shape": [2, -1], b"data": b"\x00" * 16})
+    with pytest.raises(WireError, match="negative dimension"):  # numpy would infer it
+        unpack(negative)
     with pytest.raises(WireError, match="malformed"):
         unpack(pack({b"__ndarray__": True, b"dtype": "<f4", b"shape": [3], b"data": b"\x00" * 8}))
 

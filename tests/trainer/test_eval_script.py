@@ -53,3 +53,29 @@ def test_eval_script_evaluates_and_resumes(lift_dataset: Path, tmp_path: Path) -
         del saved[node][key]
     OmegaConf.save(saved, run / "config.yaml")
     assert evaluate_checkpoint([str(run), *overrides, "--name", "old"])["eval/episodes"] == 3
+
+
+@pytest.mark.parametrize("name", ["../../x", "/home/me/results", "", "..", "a/b"])
+def test_results_stay_inside_the_runs_eval_directory(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as refused:  # argparse: before a checkpoint is loaded
+        evaluate_checkpoint(["outputs/any-run", "--name", name])
+    assert refused.value.code == 2 and "not a plain directory name" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("override", ["=5", "env.chunk_size", "+=1"])
+def test_overrides_without_a_key_and_a_value_are_named(override: str) -> None:
+    from omegaconf import OmegaConf
+
+    from vla_train.inference import apply_overrides
+
+    with pytest.raises(ValueError, match=r"must be key=value"):
+        apply_overrides(OmegaConf.create({"env": {"chunk_size": 8}}), [override])
+
+
+def test_a_checkpoint_still_being_written_is_not_resumed(tmp_path: Path) -> None:
+    from vla_train.trainer.checkpoint import STATE_FILE, list_checkpoints
+
+    for name in ("step_0000010", "step_0000020.partial"):
+        (tmp_path / "checkpoints" / name).mkdir(parents=True)
+        (tmp_path / "checkpoints" / name / STATE_FILE).write_text("{}")
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_0000010"]

@@ -120,6 +120,10 @@ def test_errors_become_one_line_and_an_exit_status(
     assert exited.value.code == 1
     assert "error: RuntimeError: shapes differ (raised at " in capsys.readouterr().err
 
+    with pytest.raises(SystemExit) as exited:  # Ctrl-C: one word, the shell's status
+        exit_on_error(_raise)(KeyboardInterrupt())
+    assert exited.value.code == 130 and capsys.readouterr().err == "interrupted\n"
+
     monkeypatch.setenv(TRACEBACK_VARIABLE, "1")
     with pytest.raises(RuntimeError, match="shapes differ"):
         exit_on_error(_raise)(RuntimeError("shapes differ"))

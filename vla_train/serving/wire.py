@@ -52,6 +52,8 @@ def _decode(mapping: dict[Any, Any]) -> Any:
         if SCALAR_KEY in mapping:
             return dtype.type(mapping[b"data"])
         shape = tuple(int(n) for n in mapping[b"shape"])
+        if any(n < 0 for n in shape):  # numpy reads a -1 as "infer this dimension"
+            raise WireError(f"malformed array: negative dimension in shape {shape}")
         return np.frombuffer(mapping[b"data"], dtype=dtype).reshape(shape).copy()
     except WireError:
         raise

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -83,8 +84,10 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     if not root.is_dir():
         return []
     found = [
-        p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_") and (p / STATE_FILE).is_file()
-    ]
+        p
+        for p in root.iterdir()
+        if p.is_dir() and re.fullmatch(r"step_\d+", p.name) and (p / STATE_FILE).is_file()
+    ]  # step_N.partial: a checkpoint still (or never) being written
     return sorted(found, key=lambda p: int(p.name.removeprefix("step_").split(".")[0]))
 
 
