@@ -94,6 +94,10 @@ RANGES: dict[str, tuple[Any, str]] = {
     "trainer.stop_at_step": (lambda v: v is None or v >= 1, ">= 1, or null"),
     "trainer.max_nonfinite_steps": (lambda v: v >= 1, ">= 1"),
     "trainer.progress_interval_s": (lambda v: v > 0 and math.isfinite(v), "a finite number of seconds > 0"),
+    "trainer.seed": (lambda v: 0 <= v < 2**32, "in [0, 2**32)"),
+    "trainer.steps": (lambda v: 1 <= v < 2**31, "in [1, 2**31)"),
+    "optimizer.ns_steps": (lambda v: 1 <= v <= 100, "in [1, 100]"),
+    "env.cameras": (lambda v: len(v) >= 1, "at least one camera"),
     "env.image_size": (lambda v: v >= 1, ">= 1"),
     "env.chunk_size": (lambda v: v >= 1, ">= 1"),
     "env.state_history": (lambda v: v >= 1, ">= 1"),
@@ -118,9 +122,19 @@ def validate_config(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key, default=_ABSENT)
         if value is _ABSENT:  # a run saved before the option existed (eval.py, serve.py)
             continue
-        if not allowed(value):
-            shown = list(value) if OmegaConf.is_list(value) else value
-            raise ConfigError(f"{key}={shown}: must be {what}")
+        shown = list(value) if OmegaConf.is_list(value) else value
+        try:
+            ok = allowed(value)
+        except (
+            TypeError
+        ):  # a saved config read without its schema (eval.py overrides): env.eval.max_steps=abc
+            ok = False
+        if not ok:
+            raise ConfigError(
+                f"{key}={shown!r}: must be {what}"
+                if isinstance(value, str)
+                else f"{key}={shown}: must be {what}"
+            )
     optimizer = cfg.optimizer
     _one_of("optimizer.compute_dtype", optimizer.compute_dtype, COMPUTE_DTYPES)
     for modality in ("vision", "language", "action", "other"):

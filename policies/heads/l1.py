@@ -150,6 +150,15 @@ class L1RegressionHead(ActionQueryL1Head):
     def random_init(cls, options: Mapping[str, Any]) -> dict[str, Any]:
         return {"checkpoint": None}
 
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        for key in ("num_queries", "heads"):
+            if key in options and options[key] < 1:
+                raise ValueError(f"head.{key}={options[key]}: must be >= 1")
+        noise = options.get("input_noise_std", 0.0)
+        if not 0 <= noise < math.inf:  # nan too
+            raise ValueError(f"head.input_noise_std={noise}: must be a finite number >= 0")
+
     def __init__(
         self,
         backbone: BackboneSpec,
@@ -165,8 +174,7 @@ class L1RegressionHead(ActionQueryL1Head):
         gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__(num_queries, backbone.hidden_size)
-        if not 0 <= input_noise_std < math.inf:  # nan too
-            raise ValueError(f"input_noise_std must be >= 0, got {input_noise_std}")
+        self.check_options({"num_queries": num_queries, "heads": heads, "input_noise_std": input_noise_std})
         self.task_tokens, self.shift_queries = TaskTokens(task_tokens), shift_queries
         self.chunk_size, self.input_noise_std = chunk_size, input_noise_std
         self.proprio_projector = ProprioProjector(state_dim, backbone.hidden_size)

@@ -155,7 +155,7 @@ def test_a_damaged_local_dataset_is_named_and_never_completed_from_the_hub(tmp_p
 
     root = tmp_path / "ds"
     record(root, [3, 4])
-    with pytest.raises(ValueError, match=r"episodes \[7\] are not in dataset .*0…1"):
+    with pytest.raises(ValueError, match=r"env\.dataset\.episodes=\[0, 7\]: dataset .*has episodes 0…1"):
         load_lerobot_dataset("local/unit", root, "action", chunk_size=2, episodes=[0, 7])
     data_file = next((root / "data").rglob("*.parquet"))
     data_file.unlink()

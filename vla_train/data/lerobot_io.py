@@ -55,9 +55,9 @@ def load_lerobot_dataset(
     meta = LeRobotDatasetMetadata(repo_id, root=root)
     if episodes is not None:
         outside = [e for e in episodes if not 0 <= e < meta.total_episodes]
-        if outside:
+        if outside or not episodes:
             raise ValueError(
-                f"episodes {outside} are not in dataset {root or repo_id}, which has episodes "
+                f"env.dataset.episodes={list(episodes)}: dataset {root or repo_id} has episodes "
                 f"0…{meta.total_episodes - 1}"
             )
     if root is not None:  # lerobot would fetch a missing file from the hub instead of naming it
