@@ -440,6 +440,12 @@ def tail_of(stdout: str, stderr: str, n: int = 3) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------ campaign
+def harness_error(case: Any, what: str, error: Exception) -> Result:
+    """A case this script itself failed to run: reported as skipped, with the error, never hidden."""
+    details = [f"{what}: {error!r}", traceback.format_exc()[-800:]]
+    return Result(case.name, case.program, case.expect, "skipped", None, 0.0, "", [], details)
+
+
 class Campaign:
     def __init__(self, args: argparse.Namespace, cases: list[Case]) -> None:
         self.args = args
@@ -489,37 +495,13 @@ class Campaign:
             try:
                 return case.runner(self, case)
             except Exception as error:  # a bug of this script: report it, never hide the case
-                return [
-                    Result(
-                        case.name,
-                        case.program,
-                        case.expect,
-                        "skipped",
-                        None,
-                        0.0,
-                        "",
-                        [],
-                        [f"harness error: {error!r}", traceback.format_exc()[-800:]],
-                    )
-                ]
+                return [harness_error(case, "harness error", error)]
         started = time.monotonic()
         try:
             ctx = Ctx(self, case.name)
             spec = case.build(ctx)
         except Exception as error:
-            return [
-                Result(
-                    case.name,
-                    case.program,
-                    case.expect,
-                    "skipped",
-                    None,
-                    0.0,
-                    "",
-                    [],
-                    [f"harness error while preparing: {error!r}", traceback.format_exc()[-800:]],
-                )
-            ]
+            return [harness_error(case, "harness error while preparing", error)]
         command = shlex.join(spec.argv)
         if spec.skip:
             return [
@@ -2257,6 +2239,13 @@ class FaultRun:
         (self.ctx.dir / f"stdout{self.logs}.txt").write_text(proc.stdout)
         (self.ctx.dir / f"stderr{self.logs}.txt").write_text(proc.stderr)
 
+    def not_reached(
+        self, name: str, expect: str, state: str, proc: Proc, command: str, detail: str
+    ) -> list[Result]:
+        """A fault case whose process timed out (a hang) or ended before the point the fault aims at."""
+        outcome = "hang" if state == "timeout" else "skipped"
+        return [self.result(name, expect, outcome, proc.p.returncode, command, proc, [detail])]
+
     def result(
         self,
         name: str,
@@ -2332,9 +2321,14 @@ def fault_kill9_then_resume(campaign: Campaign, case: Case, during_save: bool = 
     f.save(first)
     command = f"kill -9 {what}: {shlex.join(argv)}; then the same with trainer.resume=true"
     if state != "until":
-        outcome = "hang" if state == "timeout" else "skipped"
-        details = [f"the first run {state} before the kill point ({what})"]
-        return [f.result(case.name, "accepted", outcome, first.p.returncode, command, first, details)]
+        return f.not_reached(
+            case.name,
+            "accepted",
+            state,
+            first,
+            command,
+            f"the first run {state} before the kill point ({what})",
+        )
 
     def check() -> list[str]:
         problems = []
@@ -2360,18 +2354,9 @@ def fault_sigint_training(campaign: Campaign, case: Case, twice: bool = False) -
     if state != "until":
         proc.kill()
         f.save(proc)
-        outcome = "hang" if state == "timeout" else "skipped"
-        return [
-            f.result(
-                case.name,
-                "refused",
-                outcome,
-                proc.p.returncode,
-                command,
-                proc,
-                [f"training {state} before 2 steps were logged"],
-            )
-        ]
+        return f.not_reached(
+            case.name, "refused", state, proc, command, f"training {state} before 2 steps were logged"
+        )
     proc.signal_group(signal.SIGINT)
     if twice:
         time.sleep(0.3)
@@ -2431,18 +2416,9 @@ def fault_sigint_eval(campaign: Campaign, case: Case) -> list[Result]:
     if state != "until":
         proc.kill()
         f.save(proc)
-        outcome = "hang" if state == "timeout" else "skipped"
-        return [
-            f.result(
-                case.name,
-                "refused",
-                outcome,
-                proc.p.returncode,
-                command,
-                proc,
-                [f"eval.py {state} before its episodes started"],
-            )
-        ]
+        return f.not_reached(
+            case.name, "refused", state, proc, command, f"eval.py {state} before its episodes started"
+        )
     time.sleep(8.0)
     proc.signal_group(signal.SIGINT)
     sent = time.monotonic()
@@ -2488,18 +2464,9 @@ def fault_kill9_recording(campaign: Campaign, case: Case) -> list[Result]:
     proc.finish()
     f.save(proc)
     if state != "until":
-        outcome = "hang" if state == "timeout" else "skipped"
-        return [
-            f.result(
-                case.name,
-                "accepted",
-                outcome,
-                proc.p.returncode,
-                command,
-                proc,
-                [f"training {state} before recording started"],
-            )
-        ]
+        return f.not_reached(
+            case.name, "accepted", state, proc, command, f"training {state} before recording started"
+        )
     details_before = [f"after the kill: root exists={root.exists()}, staging exists={staging.exists()}"]
 
     def check() -> list[str]:
