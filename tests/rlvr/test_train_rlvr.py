@@ -11,6 +11,7 @@ from omegaconf import open_dict
 
 from vla_train.config import ConfigError
 from vla_train.rlvr.training import grpo_arguments, train_rlvr, validate_rlvr_config
+from vla_train.training import RunDirectoryInUse
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "rlvr"
 
@@ -135,6 +136,8 @@ def test_a_stopped_run_resumes_to_the_same_rewards_and_weights(
     overrides = ["experiment=rlvr_smoke", f"algorithm={algorithm}", "rl.save_every=2", "rl.eval_examples=4"]
     train_rlvr(compose_rlvr([*overrides, "rl.steps=4"], tmp_path / "whole"))
     train_rlvr(compose_rlvr([*overrides, "rl.steps=2"], tmp_path / "parts"))
+    with pytest.raises(RunDirectoryInUse, match=r"rl\.resume=true"):  # never trains over a run by accident
+        train_rlvr(compose_rlvr([*overrides, "rl.steps=4"], tmp_path / "parts"))
     train_rlvr(compose_rlvr([*overrides, "rl.steps=4", "rl.resume=true"], tmp_path / "parts"))
 
     def rewards(run: str) -> list[tuple[int, float]]:

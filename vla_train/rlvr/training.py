@@ -28,7 +28,7 @@ from vla_train.rlvr.models import load_policy_model
 from vla_train.rlvr.optimizer import build_rlvr_optimizer
 from vla_train.trainer.metrics_log import MetricsLog
 from vla_train.trainer.run_directory import claim_run_directory
-from vla_train.training import configure_caches
+from vla_train.training import RunDirectoryInUse, configure_caches
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +134,11 @@ def train_rlvr(cfg: DictConfig) -> dict[str, float]:
     validate_rlvr_config(cfg)
     run_dir = Path(cfg.output_dir)
     claim_run_directory(run_dir)
+    if any(run_dir.glob("checkpoint-*")) and not cfg.rl.resume:  # TRL would train over them
+        raise RunDirectoryInUse(
+            f"{run_dir} already has checkpoints; resume with rl.resume=true, or start a new run with "
+            "run_name=<new name>"
+        )
     configure_caches(Path(os.environ.get("VLA_TRAIN_CACHE", ".cache")))
     if cfg.logger.mode != "disabled":
         os.environ.setdefault("WANDB_MODE", cfg.logger.mode)
@@ -164,7 +169,7 @@ def train_rlvr(cfg: DictConfig) -> dict[str, float]:
         optimizers=(optimizer, schedule),
         callbacks=[MetricsFile(run_dir)],
     )
-    resume = cfg.rl.resume and any(run_dir.glob("checkpoint-*"))
+    resume = cfg.rl.resume and any(run_dir.glob("checkpoint-*"))  # true with none yet: a new run
     trainer.train(resume_from_checkpoint=True if resume else None)
     history = [entry for entry in trainer.state.log_history if "reward" in entry]
     metrics: dict[str, float] = {"step": float(trainer.state.global_step)}
