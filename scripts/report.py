@@ -12,6 +12,11 @@ real-robot trials ``eval/robot/episodes.jsonl`` (:mod:`envs.droid.trials`), and 
 - PNG plots: success vs training step (Fig. 5b), per-modality gradient effective rank (Fig. 1a) and
   gradient SNR (Fig. 2a / 7) over training, seconds per training step by optimizer (Fig. 1c, A1b).
 
+RLVR runs (``train_rlvr.py``, e.g. ``python train_rlvr.py -m experiment=rlvr_arithmetic``) get their own
+table (test accuracy before training and at the end, final reward) and Fig. 6's curves: test accuracy
+and training reward over steps, one panel per task · model · algorithm and one curve per optimizer, and
+gradient SNR / effective rank per decoder module.
+
 A partial sweep is fine: runs without an evaluation show "—" (missing), never 0.
 """
 
@@ -33,6 +38,7 @@ from vla_train.optim.schema import OptimizerConfig
 from vla_train.rollout import ResultsFile, summarize
 
 MODALITIES = ("vision", "language", "action")
+DECODER_MODULES = ("attention", "mlp")  # vla_train.rlvr.diagnostics.decoder_module's matrices
 MISSING = "—"
 ROBOT_TRIALS = "robot"  # <run>/eval/robot/episodes.jsonl: trials on the real robot
 
@@ -46,9 +52,16 @@ class Run:
     robot_episodes: list[dict[str, Any]] = field(default_factory=list)
 
     @property
+    def is_rlvr(self) -> bool:
+        """A ``train_rlvr.py`` run (its config has ``rl``), not a VLA one."""
+        return "rl" in self.config
+
+    @property
     def optimizer(self) -> str:
         """``adamw`` / ``muon`` / ``pion`` when one algorithm covers the matrices, else V/L/A."""
         opt = self.config.optimizer
+        if self.is_rlvr:  # one algorithm on every decoder matrix
+            return opt.language + (" (per-head)" if "language" in opt.get("per_head_modalities", []) else "")
         algorithms = [opt[m] for m in MODALITIES]
         if len(set(algorithms)) == 1:
             label = algorithms[0]
@@ -63,6 +76,18 @@ class Run:
         if opt.action == "pion" and opt.kp != OptimizerConfig.kp:  # named when not the default
             label += f" kp={opt.kp}"
         return label
+
+    @property
+    def label(self) -> str:
+        """How a curve is named in a plot: the optimizer, and what else tells runs apart."""
+        return f"{self.optimizer} · {self.rlvr_panel if self.is_rlvr else self.suite}"
+
+    @property
+    def rlvr_panel(self) -> str:
+        """The Fig. 6 panel of an RLVR run: its task, model and algorithm."""
+        task = str(self.config.task._target_).rsplit(".", 1)[-1].removesuffix("Task").lower()
+        model = str(self.config.model.name_or_path or "tiny").rsplit("/", 1)[-1]
+        return f"{task} · {model} · {self.config.algorithm.name}"
 
     @property
     def architecture(self) -> str:
@@ -237,13 +262,69 @@ def plot_over_training(runs: list[Run], keys: list[str], ylabel: str, path: Path
                     steps,
                     values,
                     marker="o" if len(steps) < 20 else None,
-                    label=f"{run.optimizer} · {run.suite}",
+                    label=run.label,
                 )
         axis.set_title(key.split("/")[-1])
         axis.set_xlabel("training step")
         axis.set_ylabel(ylabel)
         axis.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return True
+
+
+def rlvr_table(runs: list[Run]) -> str:
+    """Table A2's results: test accuracy before training and at the end, and the final training reward."""
+    rows = []
+    for run in sorted(runs, key=lambda r: (r.rlvr_panel, r.optimizer)):
+        steps, accuracy = run.series("eval/accuracy")
+        initial = accuracy[0] if steps and steps[0] == 0 else None
+        rewards = run.series("reward")[1]
+        tail = rewards[-max(1, len(rewards) // 10) :]  # the last tenth of the steps: less noise than one
+        rows.append(
+            [
+                run.path.name,
+                run.rlvr_panel,
+                run.optimizer,
+                str(run.last("step") or 0),
+                percent(initial),
+                percent(accuracy[-1] if steps else None),
+                MISSING if not rewards else f"{sum(tail) / len(tail):.3f}",
+            ]
+        )
+    header = ["run", "task · model · algorithm", "optimizer", "steps", "accuracy before %", "accuracy %"]
+    return markdown_table([*header, "reward (last 10 % of steps)"], rows)
+
+
+def trailing_mean(values: list[float], window: int) -> list[float]:
+    return [sum(values[max(0, i - window + 1) : i + 1]) / min(i + 1, window) for i in range(len(values))]
+
+
+def plot_rlvr_curves(runs: list[Run], key: str, ylabel: str, path: Path, smooth: bool = False) -> bool:
+    """Fig. 6: one panel per task · model · algorithm, one curve per optimizer."""
+    panels = sorted({run.rlvr_panel for run in runs if run.series(key)[0]})
+    if not panels:
+        return False
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.5), squeeze=False)
+    for axis, panel in zip(axes[0], panels, strict=True):
+        for run in sorted(runs, key=lambda r: r.optimizer):
+            steps, values = run.series(key)
+            if run.rlvr_panel != panel or not steps:
+                continue
+            if smooth:  # per-step rewards are noisy: a trailing mean over a thirtieth of the run
+                window = max(1, len(values) // 30)
+                values = [
+                    sum(values[max(0, i - window + 1) : i + 1]) / min(i + 1, window)
+                    for i in range(len(values))
+                ]
+            axis.plot(steps, values, marker="o" if len(steps) < 20 else None, label=run.optimizer)
+        axis.set_title(panel, fontsize=9)
+        axis.set_xlabel("training step")
+        axis.set_ylabel(ylabel)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
@@ -270,12 +351,20 @@ def write_report(root: Path, output: Path) -> Path:
     if not runs:
         raise FileNotFoundError(f"{root} holds no run (no config.yaml below it)")
     output.mkdir(parents=True, exist_ok=True)
-    sections = [
-        f"# Report: {root}",
-        f"{len(runs)} run(s); missing results are shown as {MISSING}.",
-        "## Runs",
-        runs_table(runs),
-    ]
+    vla = [run for run in runs if not run.is_rlvr]
+    rlvr = [run for run in runs if run.is_rlvr]
+    sections = [f"# Report: {root}", f"{len(runs)} run(s); missing results are shown as {MISSING}."]
+    if vla:
+        sections += vla_sections(vla, output)
+    if rlvr:
+        sections += rlvr_sections(rlvr, output)
+    report = output / "report.md"
+    report.write_text("\n\n".join(sections) + "\n")
+    return report
+
+
+def vla_sections(runs: list[Run], output: Path) -> list[str]:
+    sections = ["## Runs", runs_table(runs)]
     sections += [
         "## Success rate by optimizer and suite (Table A5, Table 1 LIBERO)",
         optimizer_by_suite(runs),
@@ -302,12 +391,38 @@ def write_report(root: Path, output: Path) -> Path:
         ),
         "step_time.png": ("Seconds per training step (Fig. 1c, A1b)", lambda p: plot_step_time(runs, p)),
     }
+    return sections + figure_sections(figures, output)
+
+
+def rlvr_sections(runs: list[Run], output: Path) -> list[str]:
+    sections = ["## RLVR runs (Table A2)", rlvr_table(runs)]
+    figures = {
+        "rlvr_accuracy_vs_step.png": (
+            "RLVR test accuracy over training (Fig. 6)",
+            lambda p: plot_rlvr_curves(runs, "eval/accuracy", "greedy test accuracy", p),
+        ),
+        "rlvr_reward_vs_step.png": (
+            "RLVR training reward (trailing mean)",
+            lambda p: plot_rlvr_curves(runs, "reward", "mean reward", p, smooth=True),
+        ),
+        "rlvr_grad_snr.png": (
+            "RLVR gradient SNR per decoder module (Fig. 2a, 7)",
+            lambda p: plot_over_training(runs, [f"grad_snr/{m}" for m in DECODER_MODULES], "SNR", p),
+        ),
+        "rlvr_grad_erank.png": (
+            "RLVR gradient effective rank per decoder module",
+            lambda p: plot_over_training(runs, [f"grad_erank/{m}" for m in DECODER_MODULES], "erank", p),
+        ),
+    }
+    return sections + figure_sections(figures, output)
+
+
+def figure_sections(figures: dict[str, tuple[str, Any]], output: Path) -> list[str]:
+    sections = []
     for name, (title, draw) in figures.items():
         if draw(output / name):
             sections += [f"## {title}", f"![{title}]({name})"]
-    report = output / "report.md"
-    report.write_text("\n\n".join(sections) + "\n")
-    return report
+    return sections
 
 
 def main(argv: list[str] | None = None) -> Path:

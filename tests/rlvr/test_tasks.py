@@ -67,12 +67,28 @@ def test_missing_local_sources_and_columns_are_named(tmp_path: Path) -> None:
 
 
 def test_the_arithmetic_task_is_gsm8ks_format_scored_by_the_last_number(tmp_path: Path) -> None:
-    source = write_arithmetic_task(tmp_path / "arithmetic", rows=8, seed=3)
+    source = write_arithmetic_task(tmp_path / "arithmetic", examples=8, seed=3)
     first = json.loads((source / "train.jsonl").read_text().splitlines()[0])
     a, b = (int(n) for n in first["question"].rstrip("=").split("+"))
     assert first["answer"].endswith(f"#### {a + b}")
-    rows = ArithmeticTask(str(source)).rows("train")
-    assert len(rows) == 8 and len(ArithmeticTask(str(source)).rows("test")) == 2
+    task = ArithmeticTask(str(source), examples=8, seed=3)
+    rows = task.rows("train")
+    assert len(rows) == 8 and len(task.rows("test")) == 2
     row = rows[0]
     assert row["prompt"] == first["question"] and row["answer"] == first["answer"].split("#### ")[-1]
     assert ArithmeticTask.reward([f" {row['answer']}", "12 then 99"], [row["answer"], "12"]) == [1.0, 0.0]
+
+
+def test_generated_arithmetic_files_are_reused_only_with_the_same_settings(tmp_path: Path) -> None:
+    source = tmp_path / "sums"
+    rows = ArithmeticTask(str(source), operands=5, examples=16).rows("train")
+    assert len(rows) == 16 and all(int(row["answer"]) <= 8 for row in rows)
+    assert len(ArithmeticTask(str(source), operands=5, examples=16).rows("test")) == 4  # reused as they are
+    with pytest.raises(ValueError, match=r"task\.operands=7 \(files: 5\)"):
+        ArithmeticTask(str(source), operands=7, examples=16).rows("train")
+    user = tmp_path / "mine"  # files of the user's own in this format: read, never rewritten
+    write_arithmetic_task(user, examples=8)
+    (user / "generated.json").unlink()
+    before = (user / "train.jsonl").read_text()
+    assert len(ArithmeticTask(str(user), operands=3).rows("train")) == 8
+    assert (user / "train.jsonl").read_text() == before

@@ -73,6 +73,9 @@ def test_presets_are_table_a2(preset: str) -> None:
     assert cfg.model.name_or_path == "Qwen/Qwen3-1.7B"
     assert cfg.optimizer.language == "pion" and list(cfg.optimizer.per_head_modalities) == ["language"]
     assert cfg.optimizer.kp == 0  # promotion_steps=0
+    # RL/verl/verl/utils/muon.py: scale_factor=5.0 on sqrt(max(rows, cols)), momentum 0.95, no Nesterov
+    assert cfg.optimizer.lr_scale_factor == 5.0 and cfg.optimizer.lr_scale == "moonlight"
+    assert cfg.optimizer.momentum == 0.95 and cfg.optimizer.nesterov is False
 
 
 def test_gmpo_clips_at_0_4_and_batches_map_onto_trl(tmp_path: Path) -> None:
@@ -150,3 +153,68 @@ def test_a_stopped_run_resumes_to_the_same_rewards_and_weights(
     assert whole.keys() == parts.keys()
     for name in whole:
         assert (whole[name] == parts[name]).all(), name
+
+
+def logged(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_gradient_diagnostics_are_logged_per_module_and_leave_training_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from safetensors.torch import load_file
+
+    monkeypatch.setenv("VLA_TRAIN_CACHE", str(tmp_path / "cache"))
+    base = ["experiment=rlvr_smoke", "rl.steps=3", "rl.save_every=3", "rl.eval_every=0", "rl.eval_examples=4"]
+    base += ["rl.group_size=8", "rl.micro_batch=64"]  # one micro-batch a step: the one measured
+    train_rlvr(compose_rlvr([*base, "rl.diagnostics_every=1"], tmp_path / "measured"))
+    train_rlvr(compose_rlvr([*base, "rl.diagnostics_every=0"], tmp_path / "plain"))
+
+    measured = [e for e in logged(tmp_path / "measured") if "reward" in e]
+    plain = [e for e in logged(tmp_path / "plain") if "reward" in e]
+    assert any("grad_snr/attention" in entry for entry in measured)
+    for entry in measured:  # the VLA trainer's keys, one per decoder module, where there is a gradient
+        if entry["frac_reward_zero_std"] == 1.0:  # every group's rewards equal: nothing to measure
+            assert not any(key.startswith("grad_snr") for key in entry)
+            continue
+        for key in ("grad_snr/attention", "grad_snr/mlp", "grad_snr/embeddings", "grad_erank/attention"):
+            assert entry[key] > 0, (entry["step"], key)
+    assert not any(key.startswith(("grad_snr", "grad_erank")) for entry in plain for key in entry)
+    # the parts' own losses leave the step's logged metrics and the weights as they were
+    for key in ("reward", "loss", "clip_ratio/region_mean", "entropy"):
+        assert [e[key] for e in measured] == [e[key] for e in plain], key
+    a = load_file(tmp_path / "measured" / "checkpoint-3" / "model.safetensors")
+    b = load_file(tmp_path / "plain" / "checkpoint-3" / "model.safetensors")
+    assert all((a[name] == b[name]).all() for name in a)
+
+
+@pytest.mark.slow
+def test_accuracy_is_measured_before_training_and_every_n_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VLA_TRAIN_CACHE", str(tmp_path / "cache"))
+    overrides = ["experiment=rlvr_smoke", "rl.steps=4", "rl.eval_every=2", "rl.eval_examples=6"]
+    metrics = train_rlvr(compose_rlvr(overrides, tmp_path / "run"))
+    curve = [(e["step"], e["eval/accuracy"]) for e in logged(tmp_path / "run") if "eval/accuracy" in e]
+    assert [step for step, _ in curve] == [0, 2, 4] and curve[-1][1] == metrics["eval/accuracy"]
+    for step in (0, 2, 4):
+        lines = (tmp_path / "run" / "eval" / f"step_{step}" / "predictions.jsonl").read_text().splitlines()
+        assert len(lines) == 6
+
+
+@pytest.mark.slow
+def test_a_random_tiny_qwen3_learns_the_sums_from_reward_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue #16's offline proof: rlvr_arithmetic with AdamW and GRPO (its README numbers, one run)."""
+    monkeypatch.setenv("VLA_TRAIN_CACHE", str(tmp_path / "cache"))
+    overrides = ["experiment=rlvr_arithmetic", "optimizer=adamw", "algorithm=grpo", "rl.diagnostics_every=0"]
+    metrics = train_rlvr(compose_rlvr(overrides, tmp_path / "run"))
+    entries = logged(tmp_path / "run")
+    rewards = [e["reward"] for e in entries if "reward" in e]
+    first, last = sum(rewards[:25]) / 25, sum(rewards[-25:]) / 25
+    initial = next(e["eval/accuracy"] for e in entries if e["step"] == 0 and "eval/accuracy" in e)
+    assert len(rewards) == 300
+    assert last > 0.5 and last > 4 * first, (first, last)  # chance: a random model's ~1 in 15
+    assert metrics["eval/accuracy"] > initial + 0.4, (initial, metrics["eval/accuracy"])

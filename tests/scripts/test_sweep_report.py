@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -77,3 +78,36 @@ def test_missing_results_are_shown_as_missing(lift_dataset: Path, tmp_path: Path
     report = write_report(tmp_path, tmp_path / "report").read_text()
     row = next(line for line in report.splitlines() if line.startswith("| partial |"))
     assert "| — |" in row and "| 0.0 |" not in row
+
+
+def test_an_rlvr_sweep_reports_its_accuracy_curves(tmp_path: Path) -> None:
+    """Fig. 6 from a real ``train_rlvr.py -m`` sweep: measured accuracies in the table, curves drawn."""
+    import json
+
+    sweep = tmp_path / "sweep"
+    command = [
+        sys.executable,
+        "train_rlvr.py",
+        "-m",
+        f"hydra.sweep.dir={sweep}",
+        "experiment=rlvr_smoke",
+        "optimizer=adamw,pion_per_head",
+        "rl.steps=4",
+        "rl.eval_every=2",
+        "rl.eval_examples=8",
+    ]
+    env = {**os.environ, "VLA_TRAIN_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
+    assert done.returncode == 0, done.stderr[-4000:]
+    runs = find_runs(sweep)
+    assert sorted(run.optimizer for run in runs) == ["adamw", "pion (per-head)"]
+    report = write_report(sweep, tmp_path / "report").read_text()
+    for run in runs:
+        lines = (run.path / "metrics.jsonl").read_text().splitlines()
+        accuracy = [json.loads(line)["eval/accuracy"] for line in lines if "eval/accuracy" in line]
+        assert len(accuracy) == 3  # before training, step 2, step 4
+        row = next(line for line in report.splitlines() if line.startswith(f"| {run.path.name} |"))
+        assert f"| {100 * accuracy[0]:.1f} | {100 * accuracy[-1]:.1f} |" in row
+        assert "| arithmetic · tiny · grpo |" in row
+    for figure in ("rlvr_accuracy_vs_step.png", "rlvr_reward_vs_step.png"):
+        assert (tmp_path / "report" / figure).stat().st_size > 0

@@ -16,7 +16,15 @@ from vla_train.optim.assignment import (
     build_modality_optimizer,
     summarize_assignments,
 )
-from vla_train.optim.diagnostics import GradientSNRMeter, effective_rank, gradient_snr, module_effective_ranks
+from vla_train.optim.diagnostics import (
+    DIAGNOSTIC_CHUNKS,
+    DIAGNOSTIC_MATRICES_PER_MODULE,
+    GradientSNRMeter,
+    chunked_gradient_diagnostics,
+    effective_rank,
+    gradient_snr,
+    module_effective_ranks,
+)
 from vla_train.optim.low_rank import LowRankMuon, top_k_polar_factor
 from vla_train.optim.modality_optimizer import ModalityOptimizer
 from vla_train.optim.newton_schulz import (
@@ -38,6 +46,8 @@ LRMuon = LowRankMuon
 LPMuon = LowPassMuon
 
 __all__ = [
+    "DIAGNOSTIC_CHUNKS",
+    "DIAGNOSTIC_MATRICES_PER_MODULE",
     "LPMUON_TAUS",
     "MUON_COEFFICIENTS",
     "PROMOTION_COEFFICIENTS",
@@ -59,6 +69,7 @@ __all__ = [
     "SpectralOptions",
     "assign_parameters",
     "build_modality_optimizer",
+    "chunked_gradient_diagnostics",
     "effective_rank",
     "gradient_snr",
     "lpmuon_schedule",

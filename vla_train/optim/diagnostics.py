@@ -12,6 +12,13 @@ from collections.abc import Iterable, Mapping
 
 import torch
 
+#: how many parts one micro-batch is split into for the SNR's gradient samples
+DIAGNOSTIC_CHUNKS = 4
+#: the SVDs per module behind one logged effective rank (the first matrices in order), to bound cost
+DIAGNOSTIC_MATRICES_PER_MODULE = 16
+
+NamedGradients = list[tuple[str, torch.Tensor]]
+
 
 def effective_rank(matrix: torch.Tensor) -> float:
     """``exp(H(p))`` with ``p_i = σ_i / Σ_j σ_j`` (eq. 4, Roy & Vetterli 2007).
@@ -116,3 +123,26 @@ class GradientSNRMeter:
             if noise > 1e-12 * mean_of_sq_norms:  # identical samples: SNR undefined, skip
                 values[self.module_of[name]].append(mean_sq_norm / noise)
         return {module: sum(v) / len(v) for module, v in values.items() if v}
+
+
+def chunked_gradient_diagnostics(
+    chunk_gradients: Iterable[NamedGradients],
+    module_of: Mapping[str, str],
+    max_matrices_per_module: int | None = DIAGNOSTIC_MATRICES_PER_MODULE,
+) -> dict[str, float]:
+    """``grad_erank/<module>`` of the summed gradient and ``grad_snr/<module>`` across the samples.
+
+    The one measurement behind every trainer's diagnostics (VLA training and RLVR log the same keys):
+    ``chunk_gradients`` yields each part of one batch's own gradients, and SNR needs at least two parts.
+    """
+    meter = GradientSNRMeter(module_of)
+    totals: dict[str, torch.Tensor] = {}
+    for gradients in chunk_gradients:
+        meter.observe(gradients)
+        for name, grad in gradients:
+            totals[name] = totals[name] + grad if name in totals else grad.clone()
+    ranks = module_effective_ranks(totals.items(), module_of, max_matrices_per_module)
+    result = {f"grad_erank/{module}": value for module, value in ranks.items()}
+    if meter.count >= 2:
+        result.update({f"grad_snr/{module}": value for module, value in meter.compute().items()})
+    return result

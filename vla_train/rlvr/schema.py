@@ -41,8 +41,12 @@ class RLTrainerConfig:
     seed: int = 42
     log_every: int = 1
     save_every: int = 20
+    diagnostics_every: int = 5  # gradient SNR / effective rank per module every N steps (0: never)
     resume: bool = False
-    eval_examples: int | None = None  # test-split examples for the final accuracy (null: all)
+    eval_every: int = (
+        5  # test accuracy every N steps and before training (the official test_freq); 0: at the end
+    )
+    eval_examples: int | None = None  # test-split examples per evaluation (null: all)
     eval_batch_size: int = 32
     mixed_precision: str = "auto"  # auto (bf16 on GPUs) | no | bf16
     cpu: bool = False

@@ -12,6 +12,7 @@ it, never a download.
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -131,20 +132,29 @@ def _require_columns(table: Any, columns: Sequence[str], source: str) -> None:
 
 
 class ArithmeticTask(RLVRTask):
-    """Sums of small numbers, ``"a+b="``, as plain text (no chat template), scored by the completion's last
-    number: a verifiable task a tiny random model earns reward on by chance — the offline stand-in for
-    GSM8K. Its files are GSM8K's format (``question``, ``answer`` ending ``#### <n>``), written by
-    :func:`write_arithmetic_task`."""
+    """Sums ``"a+b="`` of numbers below ``operands``, as plain text (no chat template), scored by the
+    completion's last number: a verifiable task a tiny random model earns reward on by chance — the
+    offline stand-in for GSM8K. Its files are GSM8K's format (``question``, ``answer`` ending
+    ``#### <n>``), written by :func:`write_arithmetic_task` into an empty ``source`` with ``generate``,
+    with the settings they were made with in ``generated.json``: other settings over them are an error,
+    not a silent reuse."""
 
     reward = staticmethod(last_number_reward)
 
-    def __init__(self, source: str, generate: bool = True, examples: int = 256, seed: int = 0) -> None:
-        self.source, self.generate, self.examples, self.seed = source, generate, examples, seed
+    def __init__(
+        self, source: str, generate: bool = True, examples: int = 256, seed: int = 0, operands: int = 10
+    ) -> None:
+        if not 2 <= operands <= 10_000:
+            raise ValueError(f"task.operands={operands}: must be 2-10000 (sums of numbers below it)")
+        if examples < 4:
+            raise ValueError(f"task.examples={examples}: must be >= 4 (a quarter more is the test split)")
+        self.source, self.generate = source, generate
+        self.settings = {"examples": examples, "seed": seed, "operands": operands}
 
     def rows(self, split: str) -> Any:
         directory = Path(self.source).expanduser()
-        if self.generate and (not directory.exists() or not any(directory.iterdir())):
-            write_arithmetic_task(directory, rows=self.examples, seed=self.seed)  # a new or empty one only
+        if self.generate:
+            self._generate(directory)
         table = load_rows(self.source, split)
         _require_columns(table, ("question", "answer"), self.source)
         return table.map(
@@ -152,18 +162,39 @@ class ArithmeticTask(RLVRTask):
             remove_columns=table.column_names,
         )
 
+    def _generate(self, directory: Path) -> None:
+        """Write the files into a new or empty directory; check that existing ones were made alike."""
+        manifest = directory / GENERATED
+        if directory.exists() and any(directory.iterdir()):
+            if not manifest.is_file():
+                return  # the user's own files in this format
+            made = json.loads(manifest.read_text())
+            if made != self.settings:
+                changed = ", ".join(f"task.{k}={v} (files: {made.get(k)})" for k, v in self.settings.items()
+                                    if made.get(k) != v)  # fmt: skip
+                raise ValueError(
+                    f"task.source={directory} was generated with other settings: {changed}; point "
+                    "task.source at another directory"
+                )
+            return
+        write_arithmetic_task(directory, **self.settings)
 
-def write_arithmetic_task(directory: Path, rows: int = 256, seed: int = 0, digits: int = 1) -> Path:
-    """``train.jsonl`` and ``test.jsonl`` of :class:`ArithmeticTask` in ``directory``."""
-    import json
 
+#: the settings :class:`ArithmeticTask` generated a directory's files with
+GENERATED = "generated.json"
+
+
+def write_arithmetic_task(directory: Path, examples: int = 256, seed: int = 0, operands: int = 10) -> Path:
+    """``train.jsonl`` (``examples`` rows) and ``test.jsonl`` (a quarter as many) of
+    :class:`ArithmeticTask` in ``directory``, and ``generated.json`` with these settings."""
     directory.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
-    top = 10**digits
-    for split, count in (("train", rows), ("test", max(rows // 4, 1))):
+    for split, count in (("train", examples), ("test", max(examples // 4, 1))):
         with (directory / f"{split}.jsonl").open("w") as file:
             for _ in range(count):
-                a, b = rng.randrange(top), rng.randrange(top)
+                a, b = rng.randrange(operands), rng.randrange(operands)
                 row = {"question": f"{a}+{b}=", "answer": f"{a}+{b}={a + b}\n#### {a + b}"}
                 file.write(json.dumps(row) + "\n")
+    settings = {"examples": examples, "seed": seed, "operands": operands}
+    (directory / GENERATED).write_text(json.dumps(settings) + "\n")
     return directory

@@ -10,9 +10,12 @@ accuracy is measured by :func:`~vla_train.rlvr.evaluation.evaluate_accuracy` on 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +23,13 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from transformers import TrainerCallback, TrainerState
+from trl import GRPOTrainer
 
 from vla_train.config import ConfigError
 from vla_train.optim import ModalityOptimizerOptions
+from vla_train.rlvr.diagnostics import GradientDiagnostics
 from vla_train.rlvr.evaluation import evaluate_accuracy
+from vla_train.rlvr.gmpo import GMPOTrainer
 from vla_train.rlvr.models import load_policy_model
 from vla_train.rlvr.optimizer import build_rlvr_optimizer
 from vla_train.trainer.metrics_log import MetricsLog
@@ -41,6 +47,9 @@ def validate_rlvr_config(cfg: DictConfig) -> None:
     rl, algorithm = cfg.rl, cfg.algorithm
     if algorithm.name not in ALGORITHMS:
         raise ConfigError(f"algorithm.name={algorithm.name!r}: must be one of {ALGORITHMS}")
+    for key in ("diagnostics_every", "eval_every"):
+        if rl[key] < 0:
+            raise ConfigError(f"rl.{key}={rl[key]}: must be >= 0 (0: never)")
     for key in ("steps", "prompts_per_step", "group_size", "micro_batch", "max_completion_length",
                 "log_every", "save_every", "eval_batch_size"):  # fmt: skip
         if rl[key] < 1:
@@ -159,35 +168,38 @@ def train_rlvr(cfg: DictConfig) -> dict[str, float]:
     optimizer = build_rlvr_optimizer(model, optimizer_options(cfg.optimizer))
     (run_dir / "optimizer_assignment.txt").write_text(optimizer.summary + "\n")
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)  # the paper's constant lr
-    trainer_class = _trainer_class(cfg.algorithm.name)
-    trainer = trainer_class(
+    evaluated = instantiate(cfg.eval_task) if cfg.get("eval_task") is not None else task
+    measure = functools.partial(
+        evaluate_accuracy,
+        tokenizer=tokenizer,
+        rows=evaluated.rows("test"),
+        reward=evaluated.reward,
+        max_examples=cfg.rl.eval_examples,
+        batch_size=cfg.rl.eval_batch_size,
+        max_new_tokens=cfg.rl.max_completion_length,
+    )
+    metrics_log = MetricsLog(run_dir, "disabled", "", {})
+    trainer = TRAINERS[cfg.algorithm.name](
         model=model,
         reward_funcs=task.reward,
         args=grpo_arguments(cfg, cpu),
         train_dataset=task.rows("train"),
         processing_class=tokenizer,
         optimizers=(optimizer, schedule),
-        callbacks=[MetricsFile(run_dir)],
+        callbacks=[MetricsFile(metrics_log), PeriodicAccuracy(cfg.rl.eval_every, measure, metrics_log)],
+        diagnostics_every=cfg.rl.diagnostics_every,
     )
     resume = cfg.rl.resume and any(run_dir.glob("checkpoint-*"))  # true with none yet: a new run
     trainer.train(resume_from_checkpoint=True if resume else None)
     history = [entry for entry in trainer.state.log_history if "reward" in entry]
-    metrics: dict[str, float] = {"step": float(trainer.state.global_step)}
+    step = trainer.state.global_step
+    metrics: dict[str, float] = {"step": float(step)}
     if history:
         metrics["train/reward"] = float(history[-1]["reward"])
-    evaluated = instantiate(cfg.eval_task) if cfg.get("eval_task") is not None else task
-    metrics.update(
-        evaluate_accuracy(
-            trainer.model,
-            tokenizer,
-            evaluated.rows("test"),
-            evaluated.reward,
-            run_dir / "eval" / f"step_{trainer.state.global_step}",
-            max_examples=cfg.rl.eval_examples,
-            batch_size=cfg.rl.eval_batch_size,
-            max_new_tokens=cfg.rl.max_completion_length,
-        )
-    )
+    if trainer.is_world_process_zero():
+        accuracy = measure(trainer.model, output_dir=run_dir / "eval" / f"step_{step}")
+        log_accuracy(metrics_log, accuracy, step)
+        metrics.update(accuracy)
     log.info("RLVR run %s: %s", run_dir, metrics)
     return metrics
 
@@ -197,22 +209,56 @@ class MetricsFile(TrainerCallback):
     run of this project writes them (``scripts/report.py`` reads them); a resumed run drops the lines past
     its checkpoint first."""
 
-    def __init__(self, run_dir: Path) -> None:
-        self.metrics = MetricsLog(run_dir, "disabled", "", {})
+    def __init__(self, metrics: MetricsLog) -> None:
+        self.metrics = metrics
 
     def on_train_begin(self, args: Any, state: TrainerState, control: Any, **kwargs: Any) -> None:
-        self.metrics.truncate_after(state.global_step)
+        if state.is_world_process_zero:
+            self.metrics.truncate_after(state.global_step)
 
     def on_log(self, args: Any, state: TrainerState, control: Any, logs: Any = None, **kwargs: Any) -> None:
         if logs and state.is_world_process_zero:
             self.metrics.log(logs, state.global_step)
 
 
-def _trainer_class(name: str) -> type:
-    if name == "gmpo":
-        from vla_train.rlvr.gmpo import GMPOTrainer
+class PeriodicAccuracy(TrainerCallback):
+    """Test accuracy of the initial model and of every ``every``-th step's (the official runs' ``test_freq``
+    and ``val_before_train``), the curves of Fig. 6: ``eval/accuracy`` lines in ``metrics.jsonl`` at the
+    step measured, predictions in ``eval/step_<n>/``. Process 0 measures; the last step is left to the
+    run's final evaluation. ``every=0``: the final evaluation only."""
 
-        return GMPOTrainer
-    from trl import GRPOTrainer
+    def __init__(self, every: int, measure: Callable[..., dict[str, float]], metrics: MetricsLog) -> None:
+        self.every, self.measure, self.metrics = every, measure, metrics
 
-    return GRPOTrainer
+    def on_train_begin(self, args: Any, state: TrainerState, control: Any, **kwargs: Any) -> None:
+        if state.global_step == 0:
+            self._evaluate(state, kwargs["model"])
+
+    def on_step_end(self, args: Any, state: TrainerState, control: Any, **kwargs: Any) -> None:
+        if self.every and state.global_step % self.every == 0 and state.global_step < state.max_steps:
+            self._evaluate(state, kwargs["model"])
+
+    def _evaluate(self, state: TrainerState, model: torch.nn.Module) -> None:
+        if not self.every or not state.is_world_process_zero:
+            return
+        directory = Path(self.metrics.path).parent / "eval" / f"step_{state.global_step}"
+        log_accuracy(self.metrics, self.measure(model, output_dir=directory), state.global_step)
+
+
+def log_accuracy(metrics: MetricsLog, accuracy: dict[str, float], step: int) -> None:
+    """An accuracy line in ``metrics.jsonl``, and in the wandb run when TRL opened one."""
+    metrics.log(accuracy, step)
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.run.log({**accuracy, "train/global_step": step})
+
+
+class DiagnosedGRPOTrainer(GradientDiagnostics, GRPOTrainer):
+    """TRL's GRPO, logging the paper's gradient SNR and effective rank."""
+
+
+class DiagnosedGMPOTrainer(GradientDiagnostics, GMPOTrainer):
+    """GMPO (:mod:`vla_train.rlvr.gmpo`), logging the paper's gradient SNR and effective rank."""
+
+
+TRAINERS = {"grpo": DiagnosedGRPOTrainer, "gmpo": DiagnosedGMPOTrainer}

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from envs.base import TrainingData
 from policies.vla_policy import VLAPolicy
-from vla_train.optim import GradientSNRMeter, ModalityOptimizer, module_effective_ranks
+from vla_train.optim import DIAGNOSTIC_CHUNKS, ModalityOptimizer, chunked_gradient_diagnostics
 from vla_train.progress import progress_bar
 from vla_train.trainer.checkpoint import (
     TrainerState,
@@ -37,9 +37,6 @@ from vla_train.trainer.sharded_checkpoint import load_sharded_checkpoint, save_s
 from vla_train.trainer.sharding import full_value, local_rows
 
 log = logging.getLogger(__name__)
-
-DIAGNOSTIC_MICRO_BATCHES = 4
-DIAGNOSTIC_MATRICES_PER_MODULE = 16
 
 
 def _ignore_sigint(worker_id: int) -> None:
@@ -335,35 +332,27 @@ class TrainingLoop:
         random generator, and clears the gradients afterwards: training is the same with or without.
         """
         size = len(batch["instruction"])
-        chunks = min(DIAGNOSTIC_MICRO_BATCHES, size)
+        chunks = min(DIAGNOSTIC_CHUNKS, size)
         if chunks < 2:
             return {}
-        meter = GradientSNRMeter(self.modality_of)
         names = dict(self.unwrapped_policy.named_parameters())
         bounds = torch.linspace(0, size, chunks + 1).long().tolist()
         generator = step_generator(
             self.trainer_cfg.seed + 7919, step, self.accelerator.process_index, self.accelerator.device
         )
-        totals: dict[str, torch.Tensor] = {}
-        with self.accelerator.no_sync(self.policy):
-            for start, end in itertools.pairwise(bounds):
-                part = {k: v[start:end] for k, v in batch.items()}
-                self.optimizer.zero_grad(set_to_none=True)
-                with self.accelerator.autocast():
-                    self.policy(part, generator=generator).backward()
-                # FSDP2: whole gradients (every process runs this, so the gathers match up)
-                grads = [(n, full_value(p.grad)) for n, p in names.items() if p.grad is not None]
-                meter.observe(grads)
-                for name, grad in grads:
-                    totals[name] = totals[name] + grad if name in totals else grad.clone()
+
+        def chunk_gradients() -> Iterator[list[tuple[str, torch.Tensor]]]:
+            with self.accelerator.no_sync(self.policy):
+                for start, end in itertools.pairwise(bounds):
+                    part = {k: v[start:end] for k, v in batch.items()}
+                    self.optimizer.zero_grad(set_to_none=True)
+                    with self.accelerator.autocast():
+                        self.policy(part, generator=generator).backward()
+                    # FSDP2: whole gradients (every process runs this, so the gathers match up)
+                    yield [(n, full_value(p.grad)) for n, p in names.items() if p.grad is not None]
+
+        result = chunked_gradient_diagnostics(chunk_gradients(), self.modality_of)
         self.optimizer.zero_grad(set_to_none=True)
-        result = {
-            f"grad_erank/{k}": v
-            for k, v in module_effective_ranks(
-                totals.items(), self.modality_of, DIAGNOSTIC_MATRICES_PER_MODULE
-            ).items()
-        }
-        result.update({f"grad_snr/{k}": v for k, v in meter.compute().items()})
         return result
 
     def base_lr(self) -> float:
