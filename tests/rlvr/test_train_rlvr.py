@@ -109,7 +109,7 @@ def test_bad_settings_are_refused_naming_the_key(override: str, named: str) -> N
 
 @pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ["grpo", "gmpo"])
-@pytest.mark.parametrize("optimizer", ["adamw", "muon", "pion", "pion_per_head", "lpmuon"])
+@pytest.mark.parametrize("optimizer", ["adamw", "muon", "muon_per_head", "pion", "pion_per_head", "lpmuon"])
 def test_a_tiny_qwen3_trains_with_each_optimizer_and_algorithm(
     algorithm: str, optimizer: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -218,3 +218,22 @@ def test_a_random_tiny_qwen3_learns_the_sums_from_reward_alone(
     assert len(rewards) == 300
     assert last > 0.5 and last > 4 * first, (first, last)  # chance: a random model's ~1 in 15
     assert metrics["eval/accuracy"] > initial + 0.4, (initial, metrics["eval/accuracy"])
+
+
+def test_prompts_longer_than_max_prompt_length_are_dropped_as_verl_does() -> None:
+    import datasets
+
+    from vla_train.rlvr.evaluation import drop_overlong_prompts
+    from vla_train.rlvr.models import character_tokenizer
+
+    tokenizer = character_tokenizer("0123456789+=")
+    rows = datasets.Dataset.from_list(
+        [{"prompt": "1+2=", "answer": "3"}, {"prompt": "10+20=", "answer": "30"}]
+    )
+    assert drop_overlong_prompts(rows, tokenizer, None, "train") is rows
+    assert drop_overlong_prompts(rows, tokenizer, 6, "train")["prompt"] == ["1+2=", "10+20="]
+    assert drop_overlong_prompts(rows, tokenizer, 5, "train")["prompt"] == ["1+2="]
+    with pytest.raises(ValueError, match=r"rl\.max_prompt_length=3: no test prompt"):
+        drop_overlong_prompts(rows, tokenizer, 3, "test")
+    cfg = compose_rlvr(["experiment=rlvr_gsm8k"])
+    assert cfg.rl.max_prompt_length == 512  # data.max_prompt_length of the official GSM8K runs

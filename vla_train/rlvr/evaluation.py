@@ -4,11 +4,14 @@ example written to ``predictions.jsonl`` (prompt, completion, gold answer, rewar
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+
+log = logging.getLogger(__name__)
 
 
 def prompt_text(prompt: Any, tokenizer: Any) -> str:
@@ -16,6 +19,25 @@ def prompt_text(prompt: Any, tokenizer: Any) -> str:
     if isinstance(prompt, str):
         return prompt
     return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+
+
+def drop_overlong_prompts(rows: Any, tokenizer: Any, max_length: int | None, split: str) -> Any:
+    """``rows`` without those whose prompt (through the chat template) exceeds ``max_length`` tokens, as
+    verl's ``filter_overlong_prompts`` does for the paper's runs; how many went is logged."""
+    if max_length is None:
+        return rows
+    kept = rows.filter(
+        lambda row: (
+            len(tokenizer(prompt_text(row["prompt"], tokenizer), add_special_tokens=False).input_ids)
+            <= max_length
+        )
+    )
+    if len(kept) < len(rows):
+        log.info("%s split: %d of %d prompts longer than rl.max_prompt_length=%d tokens dropped",
+                 split, len(rows) - len(kept), len(rows), max_length)  # fmt: skip
+    if not len(kept):
+        raise ValueError(f"rl.max_prompt_length={max_length}: no {split} prompt is that short")
+    return kept
 
 
 @torch.no_grad()

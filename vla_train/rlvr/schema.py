@@ -36,6 +36,9 @@ class RLTrainerConfig:
     prompts_per_generation: int | None = None  # null: prompts_per_step (verl's train_batch_size)
     group_size: int = 5  # completions per prompt (verl's rollout.n)
     micro_batch: int = 16  # completions per forward/backward pass on one device
+    max_prompt_length: int | None = (
+        None  # longer prompts are dropped (verl's filter_overlong_prompts); null: none
+    )
     max_completion_length: int = 1024
     temperature: float = 1.0
     seed: int = 42

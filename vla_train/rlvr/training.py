@@ -28,7 +28,7 @@ from trl import GRPOTrainer
 from vla_train.config import ConfigError
 from vla_train.optim import ModalityOptimizerOptions
 from vla_train.rlvr.diagnostics import GradientDiagnostics
-from vla_train.rlvr.evaluation import evaluate_accuracy
+from vla_train.rlvr.evaluation import drop_overlong_prompts, evaluate_accuracy
 from vla_train.rlvr.gmpo import GMPOTrainer
 from vla_train.rlvr.models import load_policy_model
 from vla_train.rlvr.optimizer import build_rlvr_optimizer
@@ -47,6 +47,8 @@ def validate_rlvr_config(cfg: DictConfig) -> None:
     rl, algorithm = cfg.rl, cfg.algorithm
     if algorithm.name not in ALGORITHMS:
         raise ConfigError(f"algorithm.name={algorithm.name!r}: must be one of {ALGORITHMS}")
+    if rl.max_prompt_length is not None and rl.max_prompt_length < 1:
+        raise ConfigError(f"rl.max_prompt_length={rl.max_prompt_length}: must be >= 1 (null: no limit)")
     for key in ("diagnostics_every", "eval_every"):
         if rl[key] < 0:
             raise ConfigError(f"rl.{key}={rl[key]}: must be >= 0 (0: never)")
@@ -172,7 +174,7 @@ def train_rlvr(cfg: DictConfig) -> dict[str, float]:
     measure = functools.partial(
         evaluate_accuracy,
         tokenizer=tokenizer,
-        rows=evaluated.rows("test"),
+        rows=drop_overlong_prompts(evaluated.rows("test"), tokenizer, cfg.rl.max_prompt_length, "test"),
         reward=evaluated.reward,
         max_examples=cfg.rl.eval_examples,
         batch_size=cfg.rl.eval_batch_size,
@@ -183,7 +185,7 @@ def train_rlvr(cfg: DictConfig) -> dict[str, float]:
         model=model,
         reward_funcs=task.reward,
         args=grpo_arguments(cfg, cpu),
-        train_dataset=task.rows("train"),
+        train_dataset=drop_overlong_prompts(task.rows("train"), tokenizer, cfg.rl.max_prompt_length, "train"),
         processing_class=tokenizer,
         optimizers=(optimizer, schedule),
         callbacks=[MetricsFile(metrics_log), PeriodicAccuracy(cfg.rl.eval_every, measure, metrics_log)],
