@@ -58,3 +58,47 @@ def test_each_rlvr_optimizer_takes_a_step(algorithm: str) -> None:
     model(input_ids=tokens, labels=tokens).loss.backward()
     optimizer.step()
     assert not torch.equal(model.model.layers[0].self_attn.q_proj.weight, before)
+
+
+def test_the_rlvr_preset_step_is_the_official_per_head_pion_update() -> None:
+    """One step of ``optimizer=pion_per_head``'s settings against the official RL optimizer's formula
+    (RL/verl/verl/utils/muon.py, PerHeadPionAdamW, written out from its description): each head's block
+    scaled to unit Frobenius norm, 5 Suppression steps X ← (2.5·XXᵀ − 1.5·(XXᵀ)²)·X on the short side,
+    times 5.0·sqrt(max(block rows, block cols)); decoupled weight decay first; momentum 0.95 without
+    Nesterov, whose first step is the gradient's direction."""
+    torch.manual_seed(0)
+    config = Qwen3Config(
+        vocab_size=32, hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16,
+    )  # fmt: skip
+    model = Qwen3ForCausalLM(config)
+    options = ModalityOptimizerOptions(
+        language="pion", per_head_modalities=["language"], kp=0, lr=1e-3, weight_decay=0.01,
+        lr_scale_factor=5.0, nesterov=False, compute_dtype="float32",
+    )  # fmt: skip
+    optimizer = build_rlvr_optimizer(model, options)
+    for param in model.parameters():  # a dominant direction and noise: Suppression keeps the former
+        param.grad = 0.05 * torch.randn_like(param)
+        if param.ndim == 2:
+            param.grad += 3 * torch.randn(param.shape[0], 1) @ torch.randn(1, param.shape[1])
+    params = dict(model.named_parameters())
+    before = {name: p.detach().clone() for name, p in params.items()}
+    optimizer.step()
+
+    def suppressed(blocks: torch.Tensor) -> torch.Tensor:  # (heads, short side, long side)
+        x = blocks / blocks.norm(dim=(-2, -1), keepdim=True)
+        for _ in range(5):
+            a = x @ x.mT
+            x = (2.5 * a - 1.5 * a @ a) @ x
+        return x
+
+    q_name, o_name = "model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.o_proj.weight"
+    q_grad = params[q_name].grad.view(4, 16, 64)  # 4 heads of 16 rows × 64
+    update = suppressed(q_grad).reshape(64, 64) * 5.0 * 64**0.5
+    expected = before[q_name] * (1 - 1e-3 * 0.01) - 1e-3 * update
+    torch.testing.assert_close(params[q_name].detach(), expected, atol=1e-6, rtol=1e-5)
+    o_grad = params[o_name].grad.view(64, 4, 16).permute(1, 2, 0)  # 4 heads of 64 × 16, short side first
+    update = suppressed(o_grad).permute(2, 0, 1).reshape(64, 64) * 5.0 * 64**0.5
+    expected = before[o_name] * (1 - 1e-3 * 0.01) - 1e-3 * update
+    torch.testing.assert_close(params[o_name].detach(), expected, atol=1e-6, rtol=1e-5)
+    assert (1e-3 * update).pow(2).mean().sqrt() > 1e-4  # a real step, not two zeros compared
