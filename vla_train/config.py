@@ -117,45 +117,9 @@ LOGGER_MODES = ("offline", "online", "disabled")
 
 def validate_config(cfg: DictConfig) -> None:
     """Range checks the schemas cannot express; raises :class:`ConfigError` naming the key."""
-    _check_closed(cfg, "")
-    for key, (allowed, what) in RANGES.items():
-        value = OmegaConf.select(cfg, key, default=_ABSENT)
-        if value is _ABSENT:  # a run saved before the option existed (eval.py, serve.py)
-            continue
-        shown = list(value) if OmegaConf.is_list(value) else value
-        try:
-            ok = allowed(value)
-        except (
-            TypeError
-        ):  # a saved config read without its schema (eval.py overrides): env.eval.max_steps=abc
-            ok = False
-        if not ok:
-            raise ConfigError(
-                f"{key}={shown!r}: must be {what}"
-                if isinstance(value, str)
-                else f"{key}={shown}: must be {what}"
-            )
-    optimizer = cfg.optimizer
-    _one_of("optimizer.compute_dtype", optimizer.compute_dtype, COMPUTE_DTYPES)
-    for modality in ("vision", "language", "action", "other"):
-        if modality in optimizer:
-            _one_of(f"optimizer.{modality}", optimizer[modality], ALGORITHMS)
-    for modality in optimizer.per_head_modalities:
-        _one_of("optimizer.per_head_modalities[]", modality, MODALITIES)
-    _one_of("optimizer.lr_scale", optimizer.lr_scale, LR_SCALE_RULES)
-    if optimizer.ns_steps < 1:
-        raise ConfigError(f"optimizer.ns_steps={optimizer.ns_steps}: must be >= 1")
-    if not 0 <= optimizer.kp <= optimizer.ns_steps:
-        raise ConfigError(
-            f"optimizer.kp={optimizer.kp}: must be an integer in [0, ns_steps={optimizer.ns_steps}]"
-        )
-    if not any(abs(optimizer.tau - tau) < 1e-9 for tau in LPMUON_TAUS):
-        raise ConfigError(f"optimizer.tau={optimizer.tau}: must be one of Table A7's cutoffs {LPMUON_TAUS}")
-    if optimizer.rank < 1:
-        raise ConfigError(f"optimizer.rank={optimizer.rank}: must be >= 1")
-    for key in ("lr", "aux_lr_ratio", "lr_scale_factor"):
-        if optimizer.get(key) is not None and not 0 < optimizer[key] < math.inf:
-            raise ConfigError(f"optimizer.{key}={optimizer[key]}: must be a finite number > 0")
+    check_closed(cfg, "")
+    _check_ranges(cfg)
+    validate_optimizer(cfg)
     trainer = cfg.trainer
     _one_of("trainer.schedule", trainer.schedule, SCHEDULES)
     strategy = trainer.get("strategy", "ddp")
@@ -210,6 +174,55 @@ def validate_config(cfg: DictConfig) -> None:
     _check_backbone_fits_head(cfg.backbone, cfg.head)
 
 
+def _check_ranges(cfg: DictConfig, prefix: str = "") -> None:
+    """:data:`RANGES` of the keys starting with ``prefix`` that ``cfg`` has."""
+    for key, (allowed, what) in RANGES.items():
+        if not key.startswith(prefix):
+            continue
+        value = OmegaConf.select(cfg, key, default=_ABSENT)
+        if value is _ABSENT:  # a run saved before the option existed (eval.py, serve.py)
+            continue
+        shown = list(value) if OmegaConf.is_list(value) else value
+        try:
+            ok = allowed(value)
+        except (
+            TypeError
+        ):  # a saved config read without its schema (eval.py overrides): env.eval.max_steps=abc
+            ok = False
+        if not ok:
+            raise ConfigError(
+                f"{key}={shown!r}: must be {what}"
+                if isinstance(value, str)
+                else f"{key}={shown}: must be {what}"
+            )
+
+
+def validate_optimizer(cfg: DictConfig) -> None:
+    """``cfg.optimizer``'s ranges and choices: train.py's and train_rlvr.py's optimizer groups share them."""
+    _check_ranges(cfg, "optimizer.")
+    optimizer = cfg.optimizer
+    _one_of("optimizer.compute_dtype", optimizer.compute_dtype, COMPUTE_DTYPES)
+    for modality in ("vision", "language", "action", "other"):
+        if modality in optimizer:
+            _one_of(f"optimizer.{modality}", optimizer[modality], ALGORITHMS)
+    for modality in optimizer.per_head_modalities:
+        _one_of("optimizer.per_head_modalities[]", modality, MODALITIES)
+    _one_of("optimizer.lr_scale", optimizer.lr_scale, LR_SCALE_RULES)
+    if optimizer.ns_steps < 1:
+        raise ConfigError(f"optimizer.ns_steps={optimizer.ns_steps}: must be >= 1")
+    if not 0 <= optimizer.kp <= optimizer.ns_steps:
+        raise ConfigError(
+            f"optimizer.kp={optimizer.kp}: must be an integer in [0, ns_steps={optimizer.ns_steps}]"
+        )
+    if not any(abs(optimizer.tau - tau) < 1e-9 for tau in LPMUON_TAUS):
+        raise ConfigError(f"optimizer.tau={optimizer.tau}: must be one of Table A7's cutoffs {LPMUON_TAUS}")
+    if optimizer.rank < 1:
+        raise ConfigError(f"optimizer.rank={optimizer.rank}: must be >= 1")
+    for key in ("lr", "aux_lr_ratio", "lr_scale_factor"):
+        if optimizer.get(key) is not None and not 0 < optimizer[key] < math.inf:
+            raise ConfigError(f"optimizer.{key}={optimizer[key]}: must be a finite number > 0")
+
+
 def _check_part_options(cfg: DictConfig) -> None:
     """Each part's own limits (:meth:`~policies.base.Backbone.check_options`), before it is built."""
     from hydra.utils import get_class
@@ -227,7 +240,7 @@ def _check_part_options(cfg: DictConfig) -> None:
             raise ConfigError(str(error)) from None
 
 
-def _check_closed(node: DictConfig, path: str) -> None:
+def check_closed(node: DictConfig, path: str) -> None:
     """Every key of a schema-typed node is a field of its schema: ``+trainer.foo=1`` (Hydra's append
     syntax slips past the schema) is refused, naming the key and the fields there are."""
     schema = OmegaConf.get_type(node)
@@ -241,7 +254,7 @@ def _check_closed(node: DictConfig, path: str) -> None:
             )
     for key in node:
         if not (path == "" and key == "hydra") and OmegaConf.is_dict(node._get_node(key)):
-            _check_closed(node[key], f"{path}.{key}" if path else str(key))
+            check_closed(node[key], f"{path}.{key}" if path else str(key))
 
 
 def _check_backbone_fits_head(backbone_cfg: DictConfig, head_cfg: DictConfig) -> None:

@@ -4,6 +4,7 @@ with every optimizer of Table A2."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -100,10 +101,20 @@ def test_gmpo_clips_at_0_4_and_batches_map_onto_trl(tmp_path: Path) -> None:
         ("optimizer.language=sgd", "optimizer.language='sgd'"),
         ("optimizer.lr=inf", "optimizer.lr=inf"),
         ("rl.steps=0", "rl.steps=0"),
+        ("rl.seed=-1", "rl.seed=-1"),
+        ("rl.eval_examples=0", "rl.eval_examples=0"),
+        ("rl.eval_every=-1", "rl.eval_every=-1"),
+        ("rl.max_prompt_length=0", "rl.max_prompt_length=0"),
+        ("rl.use_vllm=true", "rl.use_vllm=true"),  # not installed here
+        ("model.dtype=int8", "model.dtype='int8'"),
+        ("model.name_or_path=/nope", "model.name_or_path=/nope: no such directory"),
+        ("optimizer.betas=[0.9]", "optimizer.betas=[0.9]"),  # train.py's optimizer checks, shared
+        ("optimizer.tau=5", "optimizer.tau=5.0"),
+        ("+rl.foo=1", "rl.foo: no such key"),
     ],
 )
 def test_bad_settings_are_refused_naming_the_key(override: str, named: str) -> None:
-    with pytest.raises(ConfigError, match=named.replace(".", r"\.").replace("'", "'")):
+    with pytest.raises(ConfigError, match=re.escape(named)):
         validate_rlvr_config(compose_rlvr(["experiment=rlvr_gsm8k", override]))
 
 
@@ -237,3 +248,17 @@ def test_prompts_longer_than_max_prompt_length_are_dropped_as_verl_does() -> Non
         drop_overlong_prompts(rows, tokenizer, 3, "test")
     cfg = compose_rlvr(["experiment=rlvr_gsm8k"])
     assert cfg.rl.max_prompt_length == 512  # data.max_prompt_length of the official GSM8K runs
+
+
+def test_a_task_that_refuses_its_options_is_named_and_experiments_fit_every_task(tmp_path: Path) -> None:
+    from vla_train.rlvr.tasks import GSM8KTask
+    from vla_train.rlvr.training import build_task
+
+    cfg = compose_rlvr(["experiment=rlvr_smoke", "task.operands=1"], tmp_path)
+    with pytest.raises(
+        ConfigError, match=r"task \(vla_train\.rlvr\.tasks\.ArithmeticTask\): task\.operands=1"
+    ):
+        build_task(cfg.task, "task")
+    for experiment in ("rlvr_smoke", "rlvr_arithmetic"):  # they set no task option: any task fits
+        cfg = compose_rlvr([f"experiment={experiment}", "task=gsm8k"], tmp_path)
+        assert isinstance(build_task(cfg.task, "task"), GSM8KTask)

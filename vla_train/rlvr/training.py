@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.util
 import logging
 import math
 import os
@@ -20,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from transformers import TrainerCallback, TrainerState
 from trl import GRPOTrainer
 
-from vla_train.config import ConfigError
+from vla_train.config import ConfigError, check_closed, validate_optimizer
 from vla_train.optim import ModalityOptimizerOptions
 from vla_train.rlvr.diagnostics import GradientDiagnostics
 from vla_train.rlvr.evaluation import drop_overlong_prompts, evaluate_accuracy
@@ -39,11 +41,12 @@ from vla_train.training import RunDirectoryInUse, configure_caches
 log = logging.getLogger(__name__)
 
 ALGORITHMS = ("grpo", "gmpo")
-SPECTRAL_OR_ADAMW = ("adamw", "muon", "pion", "lpmuon", "lrmuon")
+MODEL_DTYPES = ("float32", "bfloat16", "float16")
 
 
 def validate_rlvr_config(cfg: DictConfig) -> None:
     """Ranges and choices the schema's types cannot express; raises :class:`ConfigError` naming the key."""
+    check_closed(cfg, "")
     rl, algorithm = cfg.rl, cfg.algorithm
     if algorithm.name not in ALGORITHMS:
         raise ConfigError(f"algorithm.name={algorithm.name!r}: must be one of {ALGORITHMS}")
@@ -77,12 +80,38 @@ def validate_rlvr_config(cfg: DictConfig) -> None:
             raise ConfigError(f"algorithm.{key}={value}: must be a finite number >= 0")
     if rl.mixed_precision not in ("auto", "no", "bf16"):
         raise ConfigError(f"rl.mixed_precision={rl.mixed_precision!r}: must be auto, no or bf16")
-    if cfg.optimizer.language not in SPECTRAL_OR_ADAMW:
+    validate_optimizer(cfg)
+    if not 0 <= rl.seed < 2**32:
+        raise ConfigError(f"rl.seed={rl.seed}: must be 0 to 2**32 - 1")
+    if rl.eval_examples is not None and rl.eval_examples < 1:
+        raise ConfigError(f"rl.eval_examples={rl.eval_examples}: must be >= 1 (null: the whole test split)")
+    if cfg.model.dtype not in MODEL_DTYPES:
+        raise ConfigError(f"model.dtype={cfg.model.dtype!r}: must be one of {MODEL_DTYPES}")
+    if rl.use_vllm and importlib.util.find_spec("vllm") is None:
         raise ConfigError(
-            f"optimizer.language={cfg.optimizer.language!r}: must be one of {SPECTRAL_OR_ADAMW}"
+            "rl.use_vllm=true: vLLM is not installed (pip install 'trl[vllm]'), or use_vllm=false"
         )
-    if not 0 < cfg.optimizer.lr < math.inf:
-        raise ConfigError(f"optimizer.lr={cfg.optimizer.lr}: must be a finite number > 0")
+    _check_model_path(cfg.model.name_or_path)
+
+
+def _check_model_path(name_or_path: str | None) -> None:
+    """A local directory that is not there is named, not sent to the hub as a malformed repo id."""
+    if name_or_path is None:
+        return
+    path = Path(name_or_path).expanduser()
+    if name_or_path.startswith((".", "/", "~")) and not path.is_dir():
+        raise ConfigError(
+            f"model.name_or_path={name_or_path}: no such directory (a hub id has no leading '.', '/' or '~')"
+        )
+
+
+def build_task(node: DictConfig, key: str) -> Any:
+    """The task object of ``node``; a constructor's refusal (a bad option, a missing file) names ``key``."""
+    try:
+        return instantiate(node)
+    except InstantiationException as error:
+        cause = error.__cause__ or error
+        raise ConfigError(f"{key} ({node.get('_target_')}): {cause}") from cause
 
 
 def optimizer_options(node: DictConfig) -> ModalityOptimizerOptions:
@@ -165,12 +194,12 @@ def train_rlvr(cfg: DictConfig) -> dict[str, float]:
         cfg.model.dtype,
         OmegaConf.to_container(cfg.model.tiny) if cfg.model.tiny is not None else None,
     )
-    task = instantiate(cfg.task)
+    task = build_task(cfg.task, "task")
     cpu = cfg.rl.cpu or not torch.cuda.is_available()
     optimizer = build_rlvr_optimizer(model, optimizer_options(cfg.optimizer))
     (run_dir / "optimizer_assignment.txt").write_text(optimizer.summary + "\n")
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)  # the paper's constant lr
-    evaluated = instantiate(cfg.eval_task) if cfg.get("eval_task") is not None else task
+    evaluated = build_task(cfg.eval_task, "eval_task") if cfg.get("eval_task") is not None else task
     measure = functools.partial(
         evaluate_accuracy,
         tokenizer=tokenizer,
