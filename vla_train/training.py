@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,18 +63,23 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def check_resumed_config(saved_path: Path, cfg: DictConfig) -> None:
-    """Refuse to resume with settings that change what the run trains; name every one of them."""
+def check_resumed_config(saved_path: Path, cfg: DictConfig, changeable: Sequence[str] | None = None) -> None:
+    """Refuse to resume with settings that change what the run trains; name every one of them.
+
+    ``changeable``: the dotted prefixes a resumed run may change (default: train.py's
+    :data:`CHANGEABLE_ON_RESUME` and the parts' pretrained-weight sources)."""
     if not saved_path.is_file():
         return
     saved = flatten(OmegaConf.to_container(OmegaConf.load(saved_path), resolve=False))
     current = flatten(OmegaConf.to_container(cfg, resolve=True))
-    # where pretrained weights come from does not matter once the run's own checkpoint replaces them
-    changeable = list(CHANGEABLE_ON_RESUME) + [
-        f"{part}.{key}"
-        for part in ("backbone", "head")
-        for key in getattr(get_class(cfg[part]._target_), "weight_sources", ())
-    ]
+    if (
+        changeable is None
+    ):  # where pretrained weights come from does not matter once a checkpoint replaces them
+        changeable = list(CHANGEABLE_ON_RESUME) + [
+            f"{part}.{key}"
+            for part in ("backbone", "head")
+            for key in getattr(get_class(cfg[part]._target_), "weight_sources", ())
+        ]
     changed = {
         key: (saved[key], current.get(key, "<absent>"))
         for key in sorted(saved)  # options added since the run started are not in its config: skipped

@@ -152,6 +152,11 @@ def test_a_stopped_run_resumes_to_the_same_rewards_and_weights(
     train_rlvr(compose_rlvr([*overrides, "rl.steps=2"], tmp_path / "parts"))
     with pytest.raises(RunDirectoryInUse, match=r"rl\.resume=true"):  # never trains over a run by accident
         train_rlvr(compose_rlvr([*overrides, "rl.steps=4"], tmp_path / "parts"))
+    changed = compose_rlvr(
+        [*overrides, "rl.steps=4", "rl.resume=true", "rl.group_size=8"], tmp_path / "parts"
+    )
+    with pytest.raises(ConfigError, match=r"rl\.group_size: 4 in the run, 8 now"):  # what it trains: kept
+        train_rlvr(changed)
     train_rlvr(compose_rlvr([*overrides, "rl.steps=4", "rl.resume=true"], tmp_path / "parts"))
 
     def rewards(run: str) -> list[tuple[int, float]]:

@@ -36,12 +36,31 @@ from vla_train.rlvr.models import load_policy_model
 from vla_train.rlvr.optimizer import build_rlvr_optimizer
 from vla_train.trainer.metrics_log import MetricsLog
 from vla_train.trainer.run_directory import claim_run_directory
-from vla_train.training import RunDirectoryInUse, configure_caches
+from vla_train.training import RunDirectoryInUse, check_resumed_config, configure_caches
 
 log = logging.getLogger(__name__)
 
 ALGORITHMS = ("grpo", "gmpo")
 MODEL_DTYPES = ("float32", "bfloat16", "float16")
+#: what a resumed run may change (dotted prefixes): rl.steps extends a run (the lr is constant), the rest
+#: is bookkeeping, evaluation and where generation runs
+CHANGEABLE_ON_RESUME = (
+    "rl.resume",
+    "rl.steps",
+    "rl.log_every",
+    "rl.save_every",
+    "rl.eval_every",
+    "rl.eval_examples",
+    "rl.eval_batch_size",
+    "rl.diagnostics_every",
+    "rl.cpu",
+    "rl.use_vllm",
+    "model.gradient_checkpointing",
+    "eval_task",
+    "logger",
+    "output_dir",
+    "run_name",
+)
 
 
 def validate_rlvr_config(cfg: DictConfig) -> None:
@@ -184,7 +203,11 @@ def train_rlvr(cfg: DictConfig) -> dict[str, float]:
         os.environ.setdefault("WANDB_MODE", cfg.logger.mode)
         os.environ.setdefault("WANDB_PROJECT", cfg.logger.project)
         os.environ.setdefault("WANDB_DIR", str(run_dir.resolve()))
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    resume = cfg.rl.resume and any(run_dir.glob("checkpoint-*"))  # true with none yet: a new run
+    if resume:
+        check_resumed_config(run_dir / "config.yaml", cfg, CHANGEABLE_ON_RESUME)
+    else:  # a resumed run keeps the config it started with
+        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
 
     from transformers import set_seed
 
@@ -220,7 +243,6 @@ def train_rlvr(cfg: DictConfig) -> dict[str, float]:
         callbacks=[MetricsFile(metrics_log), PeriodicAccuracy(cfg.rl.eval_every, measure, metrics_log)],
         diagnostics_every=cfg.rl.diagnostics_every,
     )
-    resume = cfg.rl.resume and any(run_dir.glob("checkpoint-*"))  # true with none yet: a new run
     trainer.train(resume_from_checkpoint=True if resume else None)
     history = [entry for entry in trainer.state.log_history if "reward" in entry]
     step = trainer.state.global_step
