@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,14 @@ def test_generated_arithmetic_files_are_reused_only_with_the_same_settings(tmp_p
     before = (user / "train.jsonl").read_text()
     assert len(ArithmeticTask(str(user), operands=3).rows("train")) == 8
     assert (user / "train.jsonl").read_text() == before
+
+
+def test_unreadable_task_files_are_named(tmp_path: Path) -> None:
+    torn = tmp_path / "torn.jsonl"
+    torn.write_text('{"question": "1+1=", "answer": "#### 2"}\n{"question": "2+2=", "ans')
+    with pytest.raises(ValueError, match=rf"{re.escape(str(torn))}: not a readable \.jsonl file"):
+        GSM8KTask(str(torn)).rows("train")
+    unmarked = tmp_path / "unmarked.jsonl"
+    unmarked.write_text('{"question": "1+1=", "answer": "two"}\n')
+    with pytest.raises(ValueError, match=rf"{re.escape(str(unmarked))}: a GSM8K solution without '####"):
+        GSM8KTask(str(unmarked)).rows("train")

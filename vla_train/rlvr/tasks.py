@@ -46,11 +46,28 @@ def load_rows(source: str, split: str, config: str | None = None) -> Any:
         raise FileNotFoundError(f"task source {path}: no such file (a hub id has no leading '.', '/' or '~')")
     if path.suffix not in LOCAL_FORMATS:
         raise ValueError(f"task source {path}: must be one of {sorted(LOCAL_FORMATS)}")
-    return datasets.load_dataset(LOCAL_FORMATS[path.suffix], data_files=str(path), split="train")
+    try:
+        return datasets.load_dataset(LOCAL_FORMATS[path.suffix], data_files=str(path), split="train")
+    except datasets.exceptions.DatasetGenerationError as error:  # a torn line, not JSON, not parquet
+        cause = error.__cause__ or error
+        raise ValueError(f"task source {path}: not a readable {path.suffix} file ({cause})") from error
 
 
 def chat_prompt(text: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": text}]
+
+
+def convert_rows(table: Any, convert: Callable[[dict[str, Any]], dict[str, Any]], source: str) -> Any:
+    """``table.map(convert)`` to the ``prompt``/``answer`` columns; a row that does not convert is named
+    with its source, not left as a bare parsing error."""
+
+    def checked(row: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return convert(row)
+        except ValueError as error:
+            raise ValueError(f"task source {source}: {error}") from error
+
+    return table.map(checked, remove_columns=table.column_names)
 
 
 class RLVRTask:
@@ -73,12 +90,13 @@ class GSM8KTask(RLVRTask):
     def rows(self, split: str) -> Any:
         table = load_rows(self.source, split, self.config)
         _require_columns(table, ("question", "answer"), self.source)
-        return table.map(
+        return convert_rows(
+            table,
             lambda row: {
                 "prompt": chat_prompt(f"{row['question']} {GSM8K_INSTRUCTION}"),
                 "answer": gsm8k_gold(row["answer"]),
             },
-            remove_columns=table.column_names,
+            self.source,
         )
 
 
@@ -109,12 +127,13 @@ class MathTask(RLVRTask):
         has_answer = "answer" in table.column_names
         if not has_answer:
             _require_columns(table, ("solution",), self.source)
-        return table.map(
+        return convert_rows(
+            table,
             lambda row: {
                 "prompt": chat_prompt(f"{row['problem']} {MATH_INSTRUCTION}"),
                 "answer": row["answer"] if has_answer else _boxed_answer(row["solution"]),
             },
-            remove_columns=table.column_names,
+            self.source,
         )
 
 
@@ -157,9 +176,8 @@ class ArithmeticTask(RLVRTask):
             self._generate(directory)
         table = load_rows(self.source, split)
         _require_columns(table, ("question", "answer"), self.source)
-        return table.map(
-            lambda row: {"prompt": row["question"], "answer": gsm8k_gold(row["answer"])},
-            remove_columns=table.column_names,
+        return convert_rows(
+            table, lambda row: {"prompt": row["question"], "answer": gsm8k_gold(row["answer"])}, self.source
         )
 
     def _generate(self, directory: Path) -> None:

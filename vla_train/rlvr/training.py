@@ -29,6 +29,7 @@ from trl import GRPOTrainer
 
 from vla_train.config import ConfigError, check_closed, validate_optimizer
 from vla_train.optim import ModalityOptimizerOptions
+from vla_train.rlvr.checkpoints import check_resumable, last_checkpoint
 from vla_train.rlvr.diagnostics import GradientDiagnostics
 from vla_train.rlvr.evaluation import drop_overlong_prompts, evaluate_accuracy
 from vla_train.rlvr.gmpo import GMPOTrainer
@@ -203,9 +204,10 @@ def train_rlvr(cfg: DictConfig) -> dict[str, float]:
         os.environ.setdefault("WANDB_MODE", cfg.logger.mode)
         os.environ.setdefault("WANDB_PROJECT", cfg.logger.project)
         os.environ.setdefault("WANDB_DIR", str(run_dir.resolve()))
-    resume = cfg.rl.resume and any(run_dir.glob("checkpoint-*"))  # true with none yet: a new run
-    if resume:
+    resume_from = last_checkpoint(run_dir) if cfg.rl.resume else None  # none yet: a new run
+    if resume_from is not None:
         check_resumed_config(run_dir / "config.yaml", cfg, CHANGEABLE_ON_RESUME)
+        check_resumable(resume_from)
     else:  # a resumed run keeps the config it started with
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
 
@@ -243,7 +245,7 @@ def train_rlvr(cfg: DictConfig) -> dict[str, float]:
         callbacks=[MetricsFile(metrics_log), PeriodicAccuracy(cfg.rl.eval_every, measure, metrics_log)],
         diagnostics_every=cfg.rl.diagnostics_every,
     )
-    trainer.train(resume_from_checkpoint=True if resume else None)
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
     history = [entry for entry in trainer.state.log_history if "reward" in entry]
     step = trainer.state.global_step
     metrics: dict[str, float] = {"step": float(step)}
