@@ -104,3 +104,11 @@ def test_unreadable_task_files_are_named(tmp_path: Path) -> None:
     unmarked.write_text('{"question": "1+1=", "answer": "two"}\n')
     with pytest.raises(ValueError, match=rf"{re.escape(str(unmarked))}: a GSM8K solution without '####"):
         GSM8KTask(str(unmarked)).rows("train")
+
+
+def test_arithmetic_files_appear_all_at_once_in_a_new_or_empty_directory(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert len(ArithmeticTask(str(empty), examples=8).rows("train")) == 8
+    assert sorted(p.name for p in empty.iterdir()) == ["generated.json", "test.jsonl", "train.jsonl"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]  # no staging directory left behind

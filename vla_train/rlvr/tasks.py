@@ -13,7 +13,9 @@ it, never a download.
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -181,21 +183,27 @@ class ArithmeticTask(RLVRTask):
         )
 
     def _generate(self, directory: Path) -> None:
-        """Write the files into a new or empty directory; check that existing ones were made alike."""
+        """Write the files into a new or empty directory, all at once (a staging directory renamed into
+        place: a concurrent or interrupted run never reads half of them); check existing ones."""
+        if not directory.exists() or not any(directory.iterdir()):
+            staging = directory.parent / f".{directory.name}.partial-{os.getpid()}"
+            shutil.rmtree(staging, ignore_errors=True)  # our own, left by a killed run of this process id
+            write_arithmetic_task(staging, **self.settings)
+            try:
+                staging.replace(directory)  # POSIX: replaces a missing or empty directory atomically
+            except OSError:  # another run wrote it first: theirs is checked below
+                shutil.rmtree(staging, ignore_errors=True)
         manifest = directory / GENERATED
-        if directory.exists() and any(directory.iterdir()):
-            if not manifest.is_file():
-                return  # the user's own files in this format
-            made = json.loads(manifest.read_text())
-            if made != self.settings:
-                changed = ", ".join(f"task.{k}={v} (files: {made.get(k)})" for k, v in self.settings.items()
-                                    if made.get(k) != v)  # fmt: skip
-                raise ValueError(
-                    f"task.source={directory} was generated with other settings: {changed}; point "
-                    "task.source at another directory"
-                )
-            return
-        write_arithmetic_task(directory, **self.settings)
+        if not manifest.is_file():
+            return  # the user's own files in this format
+        made = json.loads(manifest.read_text())
+        if made != self.settings:
+            changed = ", ".join(f"task.{k}={v} (files: {made.get(k)})" for k, v in self.settings.items()
+                                if made.get(k) != v)  # fmt: skip
+            raise ValueError(
+                f"task.source={directory} was generated with other settings: {changed}; point "
+                "task.source at another directory"
+            )
 
 
 #: the settings :class:`ArithmeticTask` generated a directory's files with
