@@ -72,6 +72,7 @@ TRAIN = str(REPO / "train.py")
 EVAL = str(REPO / "scripts" / "eval.py")
 SERVE = str(REPO / "scripts" / "serve.py")
 CONVERT = str(REPO / "scripts" / "convert_droid.py")
+RLVR = str(REPO / "train_rlvr.py")
 REPO_DATASET = REPO / "data" / "robosuite_lift_64px_3demos"
 
 OUTCOMES = (
@@ -86,7 +87,7 @@ OUTCOMES = (
     "skipped",
 )
 BAD = frozenset(OUTCOMES) - {"clear", "skipped"}
-PROGRAMS = ("fixture", "train", "eval", "serve", "server", "convert", "fault")
+PROGRAMS = ("fixture", "train", "eval", "serve", "server", "convert", "rlvr", "fault")
 SENTINEL = "the user's own notes: must survive every case\nline 2 \u2713 42\n".encode()
 ARGPARSE_ERROR = re.compile(r"^[\w.\-]+: error: ")
 HYDRA_MESSAGE = "HYDRA_FULL_ERROR"
@@ -2498,9 +2499,199 @@ def fault_cases() -> list[Case]:
     ]
 
 
+# ------------------------------------------------------------------------------------------- train_rlvr
+def rlvr_base(ctx: Ctx, run_dir: Path | None = None) -> list[str]:
+    """A fast valid RLVR command: the smoke experiment, 2 steps, the task's files in the case's own dir."""
+    return [
+        "experiment=rlvr_smoke",
+        "rl.steps=2",
+        "rl.save_every=2",
+        "rl.eval_examples=4",
+        "rl.eval_every=0",
+        "rl.diagnostics_every=0",
+        f"task.source={ctx.dir / 'task'}",
+        f"hydra.run.dir={run_dir or ctx.dir / 'run'}",
+    ]
+
+
+def R(name: str, overrides: list[str], tokens: tuple[str, ...] | str, expect: str = "refused") -> Case:
+    """A train_rlvr.py case: the fast base command with ``overrides`` (which win)."""
+    tokens = (tokens,) if isinstance(tokens, str) else tokens
+
+    def build(ctx: Ctx) -> Spec:
+        return Spec([PY, RLVR, *merged(rlvr_base(ctx), overrides)], tokens)
+
+    return Case(f"rlvr/{name}", expect, build)
+
+
+def rlvr_cases() -> list[Case]:
+    cases = [
+        R("valid smoke run", [], (), expect="accepted"),
+        R("valid gmpo + per-head pion", ["algorithm=gmpo", "optimizer=pion_per_head"], (), expect="accepted"),
+        R(
+            "valid lpmuon, diagnostics and evaluations",
+            ["optimizer=lpmuon", "rl.diagnostics_every=1", "rl.eval_every=1"],
+            (),
+            expect="accepted",
+        ),
+        R("valid max_prompt_length", ["rl.max_prompt_length=8"], (), expect="accepted"),
+    ]
+    for override, token in [
+        ("rl.steps=0", "rl.steps"),
+        ("rl.steps=-3", "rl.steps"),
+        ("rl.steps=abc", "rl.steps"),
+        ("rl.group_size=1", "rl.group_size"),
+        ("rl.micro_batch=7", "rl.micro_batch"),
+        ("rl.micro_batch=0", "rl.micro_batch"),
+        ("rl.prompts_per_generation=5", "rl.prompts_per_generation"),
+        ("rl.temperature=0", "rl.temperature"),
+        ("rl.temperature=nan", "rl.temperature"),
+        ("rl.seed=-1", "rl.seed"),
+        ("rl.eval_examples=0", "rl.eval_examples"),
+        ("rl.eval_every=-1", "rl.eval_every"),
+        ("rl.diagnostics_every=-2", "rl.diagnostics_every"),
+        ("rl.max_prompt_length=0", "rl.max_prompt_length"),
+        ("rl.max_prompt_length=2", "rl.max_prompt_length"),  # no prompt is that short
+        ("rl.mixed_precision=fp16", "rl.mixed_precision"),
+        ("rl.use_vllm=true", "rl.use_vllm"),
+        ("+rl.foo=1", "rl.foo"),
+        ("optimizer.lr=inf", "optimizer.lr"),
+        ("optimizer.lr=-1e-3", "optimizer.lr"),
+        ("optimizer.betas=[0.9]", "optimizer.betas"),
+        ("optimizer.tau=5", "optimizer.tau"),
+        ("optimizer.language=sgd", "optimizer.language"),
+        ("optimizer.compute_dtype=int8", "optimizer.compute_dtype"),
+        ("optimizer=sgd", "optimizer"),
+        ("algorithm=ppo", "algorithm"),
+        ("algorithm.beta=-1", "algorithm.beta"),
+        ("algorithm.epsilon=inf", "algorithm.epsilon"),
+        ("experiment=rlvr_smok", "rlvr_smok"),
+        ("model.dtype=int8", "model.dtype"),
+        ("model.tiny.alphabet=''", "model.tiny.alphabet"),
+        ("task.operands=1", "task.operands"),
+        ("task.examples=2", "task.examples"),
+        ("task=math", "task"),  # the hub, offline here: a clear refusal, never a hang
+    ]:
+        cases.append(R(f"option {override}", [override], token))
+
+    def missing_model_dir(ctx: Ctx) -> Spec:
+        target = ctx.dir / "no_such_model"
+        return Spec(
+            [PY, RLVR, *merged(rlvr_base(ctx), ["model=qwen3_1_7b", f"model.name_or_path={target}"])],
+            (str(target),),
+        )
+
+    def task_file(content: str, task: str = "gsm8k") -> Callable[[Ctx], Spec]:
+        def build(ctx: Ctx) -> Spec:
+            source = ctx.dir / "mine.jsonl"
+            source.write_text(content)
+            ctx.protect(source)
+            return Spec(
+                [PY, RLVR, *merged(rlvr_base(ctx), [f"task={task}", f"task.source={source}"])], (str(source),)
+            )
+
+        return build
+
+    def user_run_dir(ctx: Ctx) -> Spec:
+        target = ctx.user(ctx.dir / "my_project")
+        ctx.protect(target)
+        return Spec([PY, RLVR, *merged(rlvr_base(ctx), [f"hydra.run.dir={target}"])], (str(target),))
+
+    def user_task_dir(ctx: Ctx) -> Spec:
+        target = ctx.user(ctx.dir / "my_sums")  # not the task's format: refused, never overwritten
+        ctx.protect(target)
+        return Spec([PY, RLVR, *merged(rlvr_base(ctx), [f"task.source={target}"])], (str(target),))
+
+    def run_then(second: list[str], tokens: tuple[str, ...], mutate: Callable[[Path], None] | None = None):
+        def build(ctx: Ctx) -> Spec:
+            run = ctx.dir / "run"
+            first = subprocess.run(
+                [PY, RLVR, *rlvr_base(ctx, run)],
+                cwd=ctx.work,
+                env=ctx.campaign.env,
+                capture_output=True,
+                timeout=240,
+            )
+            if first.returncode != 0:
+                raise RuntimeError(f"the first run failed: {first.stderr[-400:]!r}")
+            if mutate is not None:
+                mutate(run / "checkpoint-2")
+            if tokens:  # a refused resume leaves the run as it was (an accepted one continues it)
+                ctx.protect(run, frozenset({"train.log", ".hydra"}))
+            return Spec([PY, RLVR, *merged(rlvr_base(ctx, run), second)], tokens)
+
+        return build
+
+    cases += [
+        Case("rlvr/model.name_or_path=a missing local directory", "refused", missing_model_dir),
+        Case(
+            "rlvr/task file torn mid-line",
+            "refused",
+            task_file('{"question": "1+1=", "answer": "#### 2"}\n{"qu'),
+        ),
+        Case(
+            "rlvr/task file without answer markers",
+            "refused",
+            task_file('{"question": "1+1=", "answer": "2"}\n'),
+        ),
+        Case("rlvr/task file with other columns", "refused", task_file('{"q": "1+1=", "a": "#### 2"}\n')),
+        Case("rlvr/task file empty", "refused", task_file("")),
+        Case(
+            "rlvr/MATH file without boxed answers",
+            "refused",
+            task_file('{"problem": "1+1", "solution": "2", "level": "Level 3"}\n', "math"),
+        ),
+        Case("rlvr/hydra.run.dir=user dir", "refused", user_run_dir),
+        Case("rlvr/task.source=user dir of other files", "refused", user_task_dir),
+        Case("rlvr/rerun without rl.resume", "refused", run_then([], ("rl.resume",))),
+        Case(
+            "rlvr/resume with a changed group size",
+            "refused",
+            run_then(["rl.resume=true", "rl.steps=4", "rl.group_size=8"], ("rl.group_size",)),
+        ),
+        Case(
+            "rlvr/resume, model.safetensors truncated",
+            "refused",
+            run_then(
+                ["rl.resume=true", "rl.steps=4"],
+                ("model.safetensors",),
+                lambda c: truncate(c / "model.safetensors"),
+            ),
+        ),
+        Case(
+            "rlvr/resume, optimizer.pt truncated",
+            "refused",
+            run_then(
+                ["rl.resume=true", "rl.steps=4"], ("optimizer.pt",), lambda c: truncate(c / "optimizer.pt")
+            ),
+        ),
+        Case(
+            "rlvr/resume, trainer_state.json torn",
+            "refused",
+            run_then(
+                ["rl.resume=true", "rl.steps=4"],
+                ("trainer_state.json",),
+                lambda c: truncate(c / "trainer_state.json"),
+            ),
+        ),
+        Case(
+            "rlvr/resume, model.safetensors deleted",
+            "refused",
+            run_then(
+                ["rl.resume=true", "rl.steps=4"],
+                ("model.safetensors",),
+                lambda c: (c / "model.safetensors").unlink(),
+            ),
+        ),
+        Case("rlvr/resume to more steps", "accepted", run_then(["rl.resume=true", "rl.steps=4"], ())),
+    ]
+    return cases
+
+
 def all_cases() -> list[Case]:
     as_root = hasattr(os, "geteuid") and os.geteuid() == 0
-    cases = train_cases(as_root) + eval_cases() + serve_cli_cases() + convert_cases() + fault_cases()
+    cases = train_cases(as_root) + eval_cases() + serve_cli_cases() + convert_cases() + rlvr_cases()
+    cases += fault_cases()
     cases.append(Case("server/session", "refused", server=server_request_cases(), needs=("run",)))
     return cases
 

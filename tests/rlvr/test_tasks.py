@@ -100,6 +100,10 @@ def test_unreadable_task_files_are_named(tmp_path: Path) -> None:
     torn.write_text('{"question": "1+1=", "answer": "#### 2"}\n{"question": "2+2=", "ans')
     with pytest.raises(ValueError, match=rf"{re.escape(str(torn))}: not a readable \.jsonl file"):
         GSM8KTask(str(torn)).rows("train")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(ValueError, match=rf"{re.escape(str(empty))}: the file is empty"):
+        GSM8KTask(str(empty)).rows("train")
     unmarked = tmp_path / "unmarked.jsonl"
     unmarked.write_text('{"question": "1+1=", "answer": "two"}\n')
     with pytest.raises(ValueError, match=rf"{re.escape(str(unmarked))}: a GSM8K solution without '####"):

@@ -48,11 +48,16 @@ def load_rows(source: str, split: str, config: str | None = None) -> Any:
         raise FileNotFoundError(f"task source {path}: no such file (a hub id has no leading '.', '/' or '~')")
     if path.suffix not in LOCAL_FORMATS:
         raise ValueError(f"task source {path}: must be one of {sorted(LOCAL_FORMATS)}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"task source {path}: the file is empty")
     try:
         return datasets.load_dataset(LOCAL_FORMATS[path.suffix], data_files=str(path), split="train")
-    except datasets.exceptions.DatasetGenerationError as error:  # a torn line, not JSON, not parquet
+    except (
+        Exception
+    ) as error:  # a torn line, not JSON, not parquet: whatever the library raises, name the file
         cause = error.__cause__ or error
-        raise ValueError(f"task source {path}: not a readable {path.suffix} file ({cause})") from error
+        first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        raise ValueError(f"task source {path}: not a readable {path.suffix} file ({first})") from error
 
 
 def chat_prompt(text: str) -> list[dict[str, str]]:
