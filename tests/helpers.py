@@ -44,3 +44,25 @@ def compose_train(overrides: list[str], output_dir=None):
         with open_dict(cfg):
             cfg.output_dir = str(output_dir)
     return cfg
+
+
+def compose_rlvr(overrides: list[str], output_dir=None):
+    """The real ``configs/rlvr/rlvr.yaml`` composed as ``python train_rlvr.py <overrides>`` would."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from vla_train.config import register_configs
+    from vla_train.rlvr.schema import register_rlvr_configs
+
+    register_configs()
+    register_rlvr_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=f"{configs_dir()}/rlvr"):
+        cfg = compose(config_name="rlvr", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    if output_dir is not None:
+        with open_dict(cfg):
+            cfg.output_dir = str(output_dir)
+    return cfg

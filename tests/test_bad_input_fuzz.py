@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from helpers import compose_train
+from helpers import compose_rlvr, compose_train
 from hydra.errors import ConfigCompositionException, HydraException
 
 from vla_train.config import ConfigError, validate_config
@@ -179,6 +179,46 @@ def test_out_of_range_values_are_refused_naming_the_key(key: str, value: str) ->
 @pytest.mark.parametrize(("overrides", "named"), OTHER_CASES, ids=[" ".join(o) for o, _ in OTHER_CASES])
 def test_unknown_keys_wrong_types_options_and_misfits_are_refused(overrides: list[str], named: str) -> None:
     assert named in refused(overrides)
+
+
+#: train_rlvr.py's options: key → values it must refuse (its optimizer group is train.py's, checked above)
+RLVR_BAD_VALUES = {
+    "rl.steps": ["0", "-1"],
+    "rl.prompts_per_step": ["0", "-8"],
+    "rl.group_size": ["1", "0"],
+    "rl.micro_batch": ["0", "7"],
+    "rl.prompts_per_generation": ["0", "12"],
+    "rl.max_completion_length": ["0"],
+    "rl.max_prompt_length": ["0", "-5"],
+    "rl.temperature": ["0", "-1", "inf", "nan"],
+    "rl.seed": ["-1", "4294967296"],
+    "rl.log_every": ["0"],
+    "rl.save_every": ["0"],
+    "rl.eval_every": ["-1"],
+    "rl.diagnostics_every": ["-1"],
+    "rl.eval_examples": ["0", "-4"],
+    "rl.eval_batch_size": ["0"],
+    "rl.mixed_precision": ["fp16", "fp8"],
+    "algorithm.name": ["ppo", "GRPO"],
+    "algorithm.epsilon": ["-0.1", "inf"],
+    "algorithm.epsilon_high": ["-1"],
+    "algorithm.beta": ["-1", "nan"],
+    "model.dtype": ["int8", "fp32"],
+    "optimizer.lr": ["0", "inf"],
+    "optimizer.betas": ["[0.9]"],
+    "optimizer.language": ["sgd"],
+    "optimizer.tau": ["0.55"],
+}
+RLVR_CASES = [(key, value) for key, values in RLVR_BAD_VALUES.items() for value in values]
+
+
+@pytest.mark.parametrize(("key", "value"), RLVR_CASES, ids=[f"{k}={v}" for k, v in RLVR_CASES])
+def test_rlvr_values_out_of_range_are_refused_naming_the_key(key: str, value: str) -> None:
+    from vla_train.rlvr.training import validate_rlvr_config
+
+    with pytest.raises(ConfigError) as refusal:
+        validate_rlvr_config(compose_rlvr(["experiment=rlvr_smoke", f"{key}={value}"]))
+    assert key in str(refusal.value)
 
 
 def test_the_fuzz_covers_at_least_150_cases_and_every_range_checked_key() -> None:

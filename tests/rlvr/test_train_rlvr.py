@@ -8,34 +8,11 @@ import re
 from pathlib import Path
 
 import pytest
-from omegaconf import open_dict
+from helpers import compose_rlvr
 
 from vla_train.config import ConfigError
 from vla_train.rlvr.training import grpo_arguments, train_rlvr, validate_rlvr_config
 from vla_train.training import RunDirectoryInUse
-
-CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "rlvr"
-
-
-def compose_rlvr(overrides: list[str], output_dir: Path | None = None):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-
-    from vla_train.config import register_configs
-    from vla_train.rlvr.schema import register_rlvr_configs
-
-    register_configs()
-    register_rlvr_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIGS)):
-        cfg = compose(config_name="rlvr", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    if output_dir is not None:
-        with open_dict(cfg):
-            cfg.output_dir = str(output_dir)
-    return cfg
-
 
 #: Table A2 and the official verl scripts (RL/verl/examples/{grpo,gmpo}_trainer/*.sh), written out here
 PAPER = {
