@@ -62,7 +62,7 @@ class GradientDiagnostics:
         their sum; ``{}`` for a micro-batch of one completion, or one whose advantages are all zero (every
         group's rewards equal: the policy gradient is zero)."""
         parts = min(DIAGNOSTIC_CHUNKS, inputs["completion_ids"].size(0))
-        if parts < 2 or not inputs["advantages"].any():  # no completion is preferred: no gradient to measure
+        if parts < 2:  # the same on every process: micro-batches are of one size
             return {}
         unwrapped = self.accelerator.unwrap_model(model)
         named = [(n, p) for n, p in unwrapped.named_parameters() if p.requires_grad]
@@ -77,8 +77,10 @@ class GradientDiagnostics:
                     pairs = zip((name for name, _ in named), grads, strict=True)
                     yield [(name, grad) for name, grad in pairs if grad is not None]
 
+        # every process runs its parts, whatever its rewards: the parts' losses gather across processes
         try:
-            return chunked_gradient_diagnostics(part_gradients(), module_of)
+            measured = chunked_gradient_diagnostics(part_gradients(), module_of)
+            return measured if inputs["advantages"].any() else {}  # no completion preferred: a zero gradient
         finally:  # the parts' own clip ratios, KL and entropies are not the step's: drop them
             for key in list(self._metrics["train"]):
                 del self._metrics["train"][key][logged.get(key, 0) :]
