@@ -251,10 +251,10 @@ def train_rlvr(cfg: DictConfig) -> dict[str, float]:
     metrics: dict[str, float] = {"step": float(step)}
     if history:
         metrics["train/reward"] = float(history[-1]["reward"])
+    accuracy = measure(trainer.model, output_dir=run_dir / "eval" / f"step_{step}")  # every process: a share
     if trainer.is_world_process_zero():
-        accuracy = measure(trainer.model, output_dir=run_dir / "eval" / f"step_{step}")
         log_accuracy(metrics_log, accuracy, step)
-        metrics.update(accuracy)
+    metrics.update(accuracy)
     log.info("RLVR run %s: %s", run_dir, metrics)
     return metrics
 
@@ -279,8 +279,8 @@ class MetricsFile(TrainerCallback):
 class PeriodicAccuracy(TrainerCallback):
     """Test accuracy of the initial model and of every ``every``-th step's (the official runs' ``test_freq``
     and ``val_before_train``), the curves of Fig. 6: ``eval/accuracy`` lines in ``metrics.jsonl`` at the
-    step measured, predictions in ``eval/step_<n>/``. Process 0 measures; the last step is left to the
-    run's final evaluation. ``every=0``: the final evaluation only."""
+    step measured, predictions in ``eval/step_<n>/``. Every process decodes a share; the last step is left
+    to the run's final evaluation. ``every=0``: the final evaluation only."""
 
     def __init__(self, every: int, measure: Callable[..., dict[str, float]], metrics: MetricsLog) -> None:
         self.every, self.measure, self.metrics = every, measure, metrics
@@ -294,10 +294,12 @@ class PeriodicAccuracy(TrainerCallback):
             self._evaluate(state, kwargs["model"])
 
     def _evaluate(self, state: TrainerState, model: torch.nn.Module) -> None:
-        if not self.every or not state.is_world_process_zero:
+        if not self.every:
             return
         directory = Path(self.metrics.path).parent / "eval" / f"step_{state.global_step}"
-        log_accuracy(self.metrics, self.measure(model, output_dir=directory), state.global_step)
+        accuracy = self.measure(model, output_dir=directory)  # every process decodes its share
+        if state.is_world_process_zero:
+            log_accuracy(self.metrics, accuracy, state.global_step)
 
 
 def log_accuracy(metrics: MetricsLog, accuracy: dict[str, float], step: int) -> None:
