@@ -381,14 +381,7 @@ def vla_sections(runs: list[Run], output: Path) -> list[str]:
             "Success rate over training (Fig. 5b)",
             lambda p: plot_over_training(runs, ["eval/success_rate"], "success rate", p),
         ),
-        "grad_erank.png": (
-            "Gradient effective rank per modality (Fig. 1a)",
-            lambda p: plot_over_training(runs, [f"grad_erank/{m}" for m in MODALITIES], "effective rank", p),
-        ),
-        "grad_snr.png": (
-            "Gradient SNR per modality (Fig. 2a, 7)",
-            lambda p: plot_over_training(runs, [f"grad_snr/{m}" for m in MODALITIES], "SNR", p),
-        ),
+        **gradient_figures(runs, MODALITIES, "", "modality (Fig. 1a)", "modality (Fig. 2a, 7)"),
         "step_time.png": ("Seconds per training step (Fig. 1c, A1b)", lambda p: plot_step_time(runs, p)),
     }
     return sections + figure_sections(figures, output)
@@ -405,16 +398,25 @@ def rlvr_sections(runs: list[Run], output: Path) -> list[str]:
             "RLVR training reward (trailing mean)",
             lambda p: plot_rlvr_curves(runs, "reward", "mean reward", p, smooth=True),
         ),
-        "rlvr_grad_snr.png": (
-            "RLVR gradient SNR per decoder module (Fig. 2a, 7)",
-            lambda p: plot_over_training(runs, [f"grad_snr/{m}" for m in DECODER_MODULES], "SNR", p),
-        ),
-        "rlvr_grad_erank.png": (
-            "RLVR gradient effective rank per decoder module",
-            lambda p: plot_over_training(runs, [f"grad_erank/{m}" for m in DECODER_MODULES], "erank", p),
-        ),
+        **gradient_figures(runs, DECODER_MODULES, "rlvr_", "decoder module", "decoder module (Fig. 2a, 7)"),
     }
     return sections + figure_sections(figures, output)
+
+
+def gradient_figures(
+    runs: list[Run], modules: tuple[str, ...], prefix: str, erank_per: str, snr_per: str
+) -> dict[str, tuple[str, Any]]:
+    """Per-module gradient effective rank and SNR over training: ``<prefix>grad_erank.png``, ``..snr..``."""
+    return {
+        f"{prefix}grad_erank.png": (
+            f"Gradient effective rank per {erank_per}",
+            lambda p: plot_over_training(runs, [f"grad_erank/{m}" for m in modules], "effective rank", p),
+        ),
+        f"{prefix}grad_snr.png": (
+            f"Gradient SNR per {snr_per}",
+            lambda p: plot_over_training(runs, [f"grad_snr/{m}" for m in modules], "SNR", p),
+        ),
+    }
 
 
 def figure_sections(figures: dict[str, tuple[str, Any]], output: Path) -> list[str]:

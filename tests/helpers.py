@@ -31,36 +31,28 @@ def compose_train(overrides: list[str], output_dir=None):
     Hydra's runtime resolvers (``${hydra:runtime.choices...}``) are made available, and the run goes
     to ``output_dir``.
     """
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=configs_dir()):
-        cfg = compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    if output_dir is not None:
-        with open_dict(cfg):
-            cfg.output_dir = str(output_dir)
-    return cfg
+    return _compose(configs_dir(), "train", overrides, output_dir)
 
 
 def compose_rlvr(overrides: list[str], output_dir=None):
     """The real ``configs/rlvr/rlvr.yaml`` composed as ``python train_rlvr.py <overrides>`` would."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
     from vla_train.config import register_configs
     from vla_train.rlvr.schema import register_rlvr_configs
 
     register_configs()
     register_rlvr_configs()
+    return _compose(f"{configs_dir()}/rlvr", "rlvr", overrides, output_dir)
+
+
+def _compose(config_dir: str, name: str, overrides: list[str], output_dir):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
     GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=f"{configs_dir()}/rlvr"):
-        cfg = compose(config_name="rlvr", overrides=list(overrides), return_hydra_config=True)
+    with initialize_config_dir(version_base="1.3", config_dir=config_dir):
+        cfg = compose(config_name=name, overrides=list(overrides), return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     if output_dir is not None:
         with open_dict(cfg):

@@ -187,8 +187,8 @@ def test_accuracy_is_measured_before_training_and_every_n_steps(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("VLA_TRAIN_CACHE", str(tmp_path / "cache"))
-    overrides = ["experiment=rlvr_smoke", "rl.steps=4", "rl.eval_every=2", "rl.eval_examples=6"]
-    metrics = train_rlvr(compose_rlvr(overrides, tmp_path / "run"))
+    metrics = train_rlvr(compose_rlvr(["experiment=rlvr_smoke", "rl.steps=4", "rl.eval_every=2",
+                                       "rl.eval_examples=6"], tmp_path / "run"))  # fmt: skip
     curve = [(e["step"], e["eval/accuracy"]) for e in logged(tmp_path / "run") if "eval/accuracy" in e]
     assert [step for step, _ in curve] == [0, 2, 4] and curve[-1][1] == metrics["eval/accuracy"]
     for step in (0, 2, 4):
