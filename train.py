@@ -10,7 +10,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from vla_train.cli import exit_on_error
+from vla_train.cli import exit_on_error, run_hydra
 from vla_train.config import register_configs
 
 register_configs()
@@ -29,4 +29,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra(main)  # Hydra's own refusals (a misspelled option, a wrong type) in one error line too

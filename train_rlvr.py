@@ -9,7 +9,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from vla_train.cli import exit_on_error
+from vla_train.cli import exit_on_error, run_hydra
 from vla_train.config import register_configs
 from vla_train.rlvr.schema import register_rlvr_configs
 
@@ -26,4 +26,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra(main)  # Hydra's own refusals (a misspelled option, a wrong type) in one error line too

@@ -61,3 +61,60 @@ def exit_on_error(function: Function) -> Function:
             sys.exit(BAD_INPUT_STATUS if isinstance(error, BAD_INPUT) else 1)
 
     return reporting  # type: ignore[return-value]
+
+
+#: lines of Hydra's reports that do not help a user fix the override
+_HYDRA_NOISE = ("reference_type=", "object_type=", "To append", "See https://")
+
+
+def hydra_message(error: BaseException) -> str:
+    """Hydra's report of a config it could not compose, in one line: what was wrong, the key, and the
+    options there are (the schemas registered in a group and Hydra's search path left out)."""
+    pieces: list[str] = []
+    for part in (error, error.__cause__):
+        if part is None:
+            continue
+        options: list[str] | None = None  # collecting the lines listed under "Available options in ..."
+        for raw in str(part).splitlines():
+            line = raw.strip()
+            if line.startswith("Config search path"):
+                break
+            if not line or line.startswith(_HYDRA_NOISE):
+                continue
+            if options is not None and raw.startswith("\t"):
+                if not line.endswith("_schema"):
+                    options.append(line)
+                continue
+            if line.startswith("full_key:") and pieces:
+                pieces[-1] += f" ({line})"
+                continue
+            pieces.append(line)
+            if line.startswith("Available options"):
+                options = []
+        if options is not None:
+            pieces[-1] += " " + ", ".join(options)
+    override = getattr(error, "override", None)  # a malformed override: Hydra's parser names only the input
+    if override:
+        pieces.insert(0, f"override {override!r}")
+    return "; ".join(piece.rstrip(".") for piece in pieces)
+
+
+def run_hydra(main: Callable[[], Any]) -> Any:
+    """Call a ``@hydra.main`` function so that Hydra's own refusals — found while composing the config: a
+    misspelled option or group, an unknown key, a value of the wrong type, a malformed override — end in
+    one ``error:`` line and exit 2, as our checks do. ``HYDRA_FULL_ERROR=1`` or ``VLA_TRAIN_TRACEBACK=1``
+    keep Hydra's full report."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if any(os.environ.get(name, "") not in ("", "0") for name in ("HYDRA_FULL_ERROR", TRACEBACK_VARIABLE)):
+        return main()
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing its report: reported here
+    try:
+        return main()
+    except (HydraException, OmegaConfBaseException) as error:
+        print(f"error: {hydra_message(error)}", file=sys.stderr, flush=True)
+        sys.exit(BAD_INPUT_STATUS)
+    except Exception as error:  # raised in Hydra's own code around the job (ours reports inside it)
+        print(f"error: {described(error)}", file=sys.stderr, flush=True)
+        sys.exit(BAD_INPUT_STATUS if isinstance(error, BAD_INPUT) else 1)
