@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     configure_caches(Path(os.environ.get("VLA_TRAIN_CACHE", ".cache")))
     cfg, policy, checkpoint = load_policy(args.checkpoint, args.overrides, args.device)
+    if cfg.env.eval.episodes < 1:
+        raise ValueError(f"env.eval.episodes={cfg.env.eval.episodes}: nothing to evaluate (must be >= 1)")
     output_dir = checkpoint.parent.parent / "eval" / (args.name or checkpoint.name)
     metrics = evaluate_policy(policy, build_env_adapter(cfg.env), output_dir)
     if not metrics:

@@ -158,6 +158,10 @@ OTHER_CASES = [
     (["head=flow_tiny", "head.mlp_ratio=0"], "head.mlp_ratio=0"),
     (["head.input_noise_std=nan"], "head.input_noise_std=nan"),
     (["head.num_queries=-1"], "head.num_queries=-1"),
+    (["evaluate=2"], "evaluate=2: must be true or false"),  # OmegaConf alone reads it as true
+    (["optimizer.nesterov=2"], "optimizer.nesterov=2: must be true or false"),
+    (["env.dataset.generate=0"], "env.dataset.generate=0: must be true or false"),
+    (["evaluate=true", "env.eval.episodes=0"], "env.eval.episodes=0 with evaluate=true"),
     (["head.heads=0"], "head.heads=0"),
 ]
 

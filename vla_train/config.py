@@ -23,6 +23,7 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.nodes import BooleanNode
 
 from envs.schema import EnvConfig
 from policies.vla_policy import NORMALIZATION_MODES
@@ -118,7 +119,13 @@ LOGGER_MODES = ("offline", "online", "disabled")
 def validate_config(cfg: DictConfig) -> None:
     """Range checks the schemas cannot express; raises :class:`ConfigError` naming the key."""
     check_closed(cfg, "")
+    check_boolean_overrides(cfg)
     _check_ranges(cfg)
+    if cfg.get("evaluate") and cfg.env.eval.episodes == 0:
+        raise ConfigError(
+            "env.eval.episodes=0 with evaluate=true: no episode to evaluate; set env.eval.episodes >= 1, "
+            "or evaluate=false"
+        )
     validate_optimizer(cfg)
     trainer = cfg.trainer
     _one_of("trainer.schedule", trainer.schedule, SCHEDULES)
@@ -238,6 +245,27 @@ def _check_part_options(cfg: DictConfig) -> None:
             get_class(node._target_).check_options(options)
         except ValueError as error:
             raise ConfigError(str(error)) from None
+
+
+def check_boolean_overrides(cfg: DictConfig, overrides: list[str] | None = None) -> None:
+    """A boolean option given as something other than true/false on the command line is refused:
+    OmegaConf reads ``evaluate=2`` or ``nesterov=0.5`` as true. ``overrides``: the command line's
+    ``key=value`` strings (default: Hydra's, when a run was composed by Hydra)."""
+    if overrides is None:
+        from hydra.core.hydra_config import HydraConfig
+
+        if not HydraConfig.initialized():
+            return
+        overrides = list(HydraConfig.get().overrides.task)
+    for override in overrides:
+        key, sep, value = override.lstrip("+~").partition("=")
+        if not sep or key.startswith("hydra."):
+            continue
+        parent_key, _, leaf = key.rpartition(".")
+        parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+        node = parent._get_node(leaf) if OmegaConf.is_dict(parent) and leaf in parent else None
+        if isinstance(node, BooleanNode) and value.strip().lower() not in ("true", "false", "null"):
+            raise ConfigError(f"{key}={value}: must be true or false")
 
 
 def check_closed(node: DictConfig, path: str) -> None:

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_model
 
 from policies.vla_policy import VLAPolicy
-from vla_train.config import validate_config
+from vla_train.config import ConfigError, validate_config
 from vla_train.trainer.checkpoint import resolve_resume
 from vla_train.training import build_policy
 
@@ -36,6 +36,51 @@ def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
     return cfg
 
 
+#: what a checkpoint was trained as (dotted prefixes): an override would evaluate or serve another policy
+TRAINED_AS = (
+    "backbone",
+    "head",
+    "env.chunk_size",
+    "env.action_dim",
+    "env.state_dim",
+    "env.state_history",
+    "env.image_size",
+    "env.cameras",
+    "env.action_normalization",
+)
+#: options of a trained part that change only how it runs (inference steps, memory), never its weights
+RUNTIME_OPTIONS = ("num_inference_steps", "gradient_checkpointing")
+
+
+def check_trained_settings_kept(saved: DictConfig, cfg: DictConfig, overrides: Sequence[str]) -> None:
+    """Refuse overrides that change what the checkpoint was trained as, naming the run's value: a head
+    with another chunk size, say, loads the same weights and acts wrongly without an error."""
+    for text in overrides:
+        key = text.lstrip("+~").split("=", 1)[0]
+        part, _, leaf = key.partition(".")
+        if not any(key == p or key.startswith(p + ".") for p in TRAINED_AS):
+            continue
+        if part in ("backbone", "head") and leaf in RUNTIME_OPTIONS + _weight_sources(saved, part):
+            continue
+        before, after = OmegaConf.select(saved, key), OmegaConf.select(cfg, key)
+        if before != after:
+            shown = list(before) if OmegaConf.is_list(before) else before
+            raise ConfigError(
+                f"{text}: the checkpoint was trained with {key}={shown}; an evaluated or served policy "
+                f"keeps what it was trained as (change env.eval.*, env.n_action_steps, env.simulator.*, or "
+                f"train a new run)"
+            )
+
+
+def _weight_sources(cfg: DictConfig, part: str) -> tuple[str, ...]:
+    from hydra.utils import get_class
+
+    try:
+        return tuple(getattr(get_class(cfg[part]._target_), "weight_sources", ()))
+    except Exception:  # a config without a loadable target is refused by validate_config next
+        return ()
+
+
 def load_policy(
     checkpoint: str | Path, overrides: Sequence[str] = (), device: str = "auto"
 ) -> tuple[DictConfig, VLAPolicy, Path]:
@@ -47,7 +92,9 @@ def load_policy(
         raise FileNotFoundError(
             f"{config_file} is missing: a checkpoint is read with the config its run saved"
         )
-    cfg = apply_overrides(OmegaConf.load(config_file), overrides)
+    saved = OmegaConf.load(config_file)
+    cfg = apply_overrides(saved.copy(), overrides)
+    check_trained_settings_kept(saved, cfg, overrides)
     validate_config(cfg)  # the run's config with the overrides, checked as a new run's would be
     policy = build_policy(cfg, None, "", "", pretrained_weights=False)
     try:

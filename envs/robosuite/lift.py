@@ -102,6 +102,10 @@ class RobosuiteLiftAdapter(EnvAdapter):
     def evaluation_episodes(self) -> list[EpisodeSpec]:
         """``eval.episodes`` scenes from seeds ``eval.seed``, ``eval.seed + 1``, … (unseen in training)."""
         evaluation = self.cfg.eval
+        if evaluation.tasks and list(evaluation.tasks) != [0]:  # one task: nothing else to select
+            raise ValueError(
+                f"env.eval.tasks={list(evaluation.tasks)}: {self.cfg.name} has one task (index 0)"
+            )
         return [
             EpisodeSpec(
                 task=self.cfg.name,

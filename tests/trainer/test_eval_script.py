@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -42,8 +43,17 @@ def test_eval_script_evaluates_and_resumes(lift_dataset: Path, tmp_path: Path) -
 
     with pytest.raises(ConfigError, match=r"env\.eval\.num_workers=0"):  # re-validated: no endless loop
         evaluate_checkpoint([str(run), "env.eval.num_workers=0"])
-    with pytest.raises(RuntimeError, match=r"overrides \['head\.num_queries=4'\].*other tensor shapes"):
-        evaluate_checkpoint([str(run), "head.num_queries=4"])
+    # what the checkpoint was trained as is kept: another chunk size would load and act wrongly
+    for override in ("head.num_queries=4", "env.chunk_size=4", "env.cameras=[agentview]"):
+        key = override.split("=")[0]
+        with pytest.raises(
+            ConfigError, match=rf"{re.escape(override)}: the checkpoint was trained with {key}="
+        ):
+            evaluate_checkpoint([str(run), override])
+    with pytest.raises(ValueError, match=r"env\.eval\.tasks=\[5\]: robosuite_lift has one task"):
+        evaluate_checkpoint([str(run), *overrides, "env.eval.tasks=[5]"])
+    with pytest.raises(ValueError, match=r"env\.eval\.episodes=0: nothing to evaluate"):
+        evaluate_checkpoint([str(run), "env.eval.episodes=0"])
 
     # a run saved before options were added (optimizer.other, trainer.weight_dtype, …) still evaluates
     from omegaconf import OmegaConf

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import TrainerCallback, TrainerState
 from trl import GRPOTrainer
 
-from vla_train.config import ConfigError, check_closed, validate_optimizer
+from vla_train.config import ConfigError, check_boolean_overrides, check_closed, validate_optimizer
 from vla_train.optim import ModalityOptimizerOptions
 from vla_train.rlvr.checkpoints import check_resumable, last_checkpoint
 from vla_train.rlvr.diagnostics import GradientDiagnostics
@@ -67,6 +67,7 @@ CHANGEABLE_ON_RESUME = (
 def validate_rlvr_config(cfg: DictConfig) -> None:
     """Ranges and choices the schema's types cannot express; raises :class:`ConfigError` naming the key."""
     check_closed(cfg, "")
+    check_boolean_overrides(cfg)
     rl, algorithm = cfg.rl, cfg.algorithm
     if algorithm.name not in ALGORITHMS:
         raise ConfigError(f"algorithm.name={algorithm.name!r}: must be one of {ALGORITHMS}")

@@ -256,8 +256,8 @@ class TrainingLoop:
             checkpoints = list_checkpoints(self.run_dir)
             raise TrainingDiverged(
                 f"{self.state.nonfinite_streak} non-finite steps in a row (loss={loss}, grad norm="
-                f"{grad_norm}) at step {self.state.step}; stopping. Last good checkpoint: "
-                f"{checkpoints[-1] if checkpoints else 'none yet'}"
+                f"{grad_norm}) at step {self.state.step}; stopping. {self._divergence_hint()} Last good "
+                f"checkpoint: {checkpoints[-1] if checkpoints else 'none yet'}"
             )
         return loss, grad_norm, lr
 
@@ -355,6 +355,17 @@ class TrainingLoop:
         self.optimizer.zero_grad(set_to_none=True)
         return result
 
+    def _divergence_hint(self) -> str:
+        """The settings that make a run diverge, with this run's values: what to lower first."""
+        cfg = self.trainer_cfg
+        clipping = (
+            f"trainer.max_grad_norm={cfg.max_grad_norm}" if cfg.max_grad_norm else "no gradient clipping"
+        )
+        return (
+            f"Likely too large a step: optimizer.lr={self.cfg.optimizer.lr} (lr now {self.base_lr():.3g}), "
+            f"{clipping}, trainer.mixed_precision={cfg.mixed_precision}."
+        )
+
     def base_lr(self) -> float:
         """``optimizer.lr`` on the schedule: the lr of every group but the auxiliary ones (a ratio of it)."""
         groups = self.raw_optimizer.param_groups
@@ -376,7 +387,8 @@ class TrainingLoop:
             checkpoints = list_checkpoints(self.run_dir)
             raise TrainingDiverged(
                 f"{len(broken)} weight tensors are not finite at step {self.state.step} (e.g. {broken[0]}); "
-                f"not saved. Last good checkpoint: {checkpoints[-1] if checkpoints else 'none yet'}"
+                f"not saved. {self._divergence_hint()} Last good checkpoint: "
+                f"{checkpoints[-1] if checkpoints else 'none yet'}"
             )
         if self.sharded:
             save_sharded_checkpoint(
