@@ -53,6 +53,25 @@ class EvaluationFailed(RuntimeError):
     """Every episode of an evaluation ended in an error: there is no success rate to report."""
 
 
+#: what an evaluation writes into its directory (a rerun continues from episodes.jsonl)
+RESULTS_FILES = frozenset({"episodes.jsonl", "protocol.yaml", "videos"})
+
+
+def check_results_directory(output_dir: Path) -> None:
+    """An existing results directory is continued only if it holds nothing but an evaluation's files:
+    a directory of the user's is refused, never written into."""
+    if not output_dir.exists():
+        return
+    if not output_dir.is_dir():
+        raise NotADirectoryError(f"{output_dir}: results go to a directory, and this is a file")
+    foreign = sorted(entry.name for entry in output_dir.iterdir() if entry.name not in RESULTS_FILES)
+    if foreign:
+        raise FileExistsError(
+            f"{output_dir} holds files no evaluation wrote ({', '.join(foreign[:3])}); results are not "
+            "written there: choose another name (scripts/eval.py --name)"
+        )
+
+
 def evaluate_policy(
     policy: VLAPolicy, adapter: EnvAdapter, output_dir: Path, fail_if_all_errored: bool = True
 ) -> dict[str, float]:
@@ -67,6 +86,7 @@ def evaluate_policy(
         print(f"env={adapter.cfg.name} has no simulated evaluation; serve the policy (scripts/serve.py)")
         return {}
     output_dir = Path(output_dir)
+    check_results_directory(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     evaluation = adapter.cfg.eval
     # the protocol every number below was measured with, beside the results

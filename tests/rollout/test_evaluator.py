@@ -173,3 +173,24 @@ def test_an_evaluation_where_every_episode_errors_fails_instead_of_reporting_zer
     assert during_training["eval/errors"] == during_training["eval/episodes"] == 2  # logged, run goes on
     metrics = evaluation.evaluate_policy(policy, CountingAdapter(["raise", "reach"]), tmp_path / "half")
     assert metrics["eval/errors"] == 2 and metrics["eval/episodes"] == 4  # some errors: still measured
+
+
+def test_a_results_directory_of_the_users_is_refused_and_foreign_records_are_named(tmp_path: Path) -> None:
+    from vla_train.evaluation import check_results_directory
+    from vla_train.rollout import ResultsFile
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my notes")
+    with pytest.raises(FileExistsError, match=r"mine holds files no evaluation wrote \(notes\.txt\)"):
+        check_results_directory(mine)
+    assert (mine / "notes.txt").read_text() == "my notes"
+    ours = tmp_path / "ours"
+    ours.mkdir()
+    (ours / "protocol.yaml").write_text("name: x\n")
+    check_results_directory(ours)  # an interrupted evaluation's own files: continued
+    check_results_directory(tmp_path / "new")
+    foreign = tmp_path / "episodes.jsonl"
+    foreign.write_text('{"my": "own results"}\n')
+    with pytest.raises(ValueError, match=r"episodes\.jsonl:1: not an episode record"):
+        ResultsFile(foreign).finished()

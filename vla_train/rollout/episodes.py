@@ -51,11 +51,17 @@ class ResultsFile:
         if not self.path.exists():
             return []
         records = []
-        for line in self.path.read_text().splitlines():
+        for number, line in enumerate(self.path.read_text().splitlines(), start=1):
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError:
                 continue  # the line a killed process was writing
+            if not isinstance(record, dict) or "key" not in record:
+                raise ValueError(
+                    f"{self.path}:{number}: not an episode record (no 'key'); this file was not written by "
+                    "an evaluation: results go elsewhere (scripts/eval.py --name)"
+                )
+            records.append(record)
         return records
 
     def finished(self) -> set[str]:
