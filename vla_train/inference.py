@@ -11,11 +11,12 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from safetensors import SafetensorError
 from safetensors.torch import load_model
 
 from policies.vla_policy import VLAPolicy
 from vla_train.config import ConfigError, validate_config
-from vla_train.trainer.checkpoint import resolve_resume
+from vla_train.trainer.checkpoint import CheckpointUnreadable, list_checkpoints, resolve_resume
 from vla_train.training import build_policy
 
 
@@ -97,8 +98,18 @@ def load_policy(
     check_trained_settings_kept(saved, cfg, overrides)
     validate_config(cfg)  # the run's config with the overrides, checked as a new run's would be
     policy = build_policy(cfg, None, "", "", pretrained_weights=False)
+    weights = path / "model.safetensors"
     try:
-        missing, unexpected = load_model(policy, str(path / "model.safetensors"), strict=False)
+        missing, unexpected = load_model(policy, str(weights), strict=False)
+    except (SafetensorError, OSError) as error:  # missing, truncated, not safetensors at all
+        others = [c for c in list_checkpoints(path.parent.parent) if c != path]
+        fallback = (
+            f"evaluate another checkpoint ({others[-1]})" if others else "the run has no other checkpoint"
+        )
+        raise CheckpointUnreadable(
+            f"{weights} cannot be read ({type(error).__name__}: {(str(error).splitlines() or [''])[0]}); "
+            f"{fallback}"
+        ) from error
     except RuntimeError as error:  # tensor shapes differ: an override changed the architecture
         raise RuntimeError(
             f"checkpoint {path} does not fit its config with the overrides {list(overrides)}: the "

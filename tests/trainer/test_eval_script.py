@@ -64,6 +64,13 @@ def test_eval_script_evaluates_and_resumes(lift_dataset: Path, tmp_path: Path) -
     OmegaConf.save(saved, run / "config.yaml")
     assert evaluate_checkpoint([str(run), *overrides, "--name", "old"])["eval/episodes"] == 3
 
+    from vla_train.trainer.checkpoint import CheckpointUnreadable
+
+    weights = run / "checkpoints" / "step_0000002" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # truncated
+    with pytest.raises(CheckpointUnreadable, match=r"step_0000002/model\.safetensors cannot be read"):
+        evaluate_checkpoint([str(run), *overrides, "--name", "truncated"])
+
 
 @pytest.mark.parametrize("name", ["../../x", "/home/me/results", "", "..", "a/b"])
 def test_results_stay_inside_the_runs_eval_directory(name: str, capsys: pytest.CaptureFixture[str]) -> None:
