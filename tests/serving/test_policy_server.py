@@ -17,7 +17,7 @@ from vla_train.serving.client import PolicyServerError, RemotePolicy
 from vla_train.serving.server import PolicyServer
 from vla_train.serving.wire import WireError, pack, unpack
 
-METADATA = {"state_dim": 8, "action_dim": 7, "chunk_size": 4, "cameras": ["front", "wrist"]}
+METADATA = {"state_dim": 8, "action_dim": 7, "chunk_size": 4, "cameras": ["front", "wrist"], "image_size": 32}
 
 
 def observation(seed: int = 0) -> dict:
@@ -100,6 +100,11 @@ def test_malformed_requests_get_errors_and_the_connection_survives(echo_server: 
             "dtype bool": {**observation(), "images": np.zeros((2, 3, 32, 32), bool)},
             "[0, 1]": {**observation(), "images": np.full((2, 3, 32, 32), np.nan, np.float32)},
             "finite real": {**observation(), "state": np.full(8, np.inf, np.float32)},
+            "images is empty": {**observation(), "images": np.zeros((2, 3, 0, 0), np.float32)},
+            "images are 64x48; this policy takes 32x32": {
+                **observation(),
+                "images": np.zeros((2, 3, 64, 48), np.float32),
+            },
         }
         for expected, bad_input in bad_inputs.items():
             raw.send(pack({"inputs": [bad_input]}))

@@ -170,7 +170,10 @@ class PolicyServer:
     def _act(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         try:
             actions = np.asarray(self.batcher.submit(inputs), dtype=np.float32)
-        except Exception as error:  # the policy failed on valid input: report it, keep serving
+        except (ValueError, TypeError) as error:  # the input does not suit this policy: the client's to fix
+            log.warning("request refused by the policy: %s: %s", type(error).__name__, error)
+            return {"error": f"policy failed: {type(error).__name__}: {error}"}
+        except Exception as error:  # a failure of the policy itself: its traceback, and keep serving
             log.exception("policy failed")
             return {"error": f"policy failed: {type(error).__name__}: {error}"}
         if not np.isfinite(actions).all():  # never send a robot NaN or inf
@@ -207,6 +210,14 @@ def _validated_inputs(request: Any, metadata: Mapping[str, Any]) -> list[dict[st
             raise ValueError(
                 f"inputs[{number}].images has {images.shape[0]} cameras; this policy reads {cameras}: "
                 f"{metadata['cameras']}"
+            )
+        if 0 in images.shape:
+            raise ValueError(f"inputs[{number}].images is empty: shape {images.shape}")
+        size = metadata.get("image_size")
+        if size and images.shape[2:] != (size, size):
+            raise ValueError(
+                f"inputs[{number}].images are {images.shape[2]}x{images.shape[3]}; this policy takes "
+                f"{size}x{size} (metadata image_size)"
             )
         if images.dtype.kind != "f":
             raise ValueError(f"inputs[{number}].images must be floats in [0, 1], got dtype {images.dtype}")
