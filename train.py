@@ -5,7 +5,7 @@ A thin Hydra entry point; all work happens in :func:`vla_train.train`, which tes
 
 from __future__ import annotations
 
-import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
@@ -20,10 +20,16 @@ register_configs()
 @exit_on_error  # `error: <message>`, exit 2, instead of Hydra's truncated traceback
 def main(cfg: DictConfig) -> float | None:
     from vla_train import train
+    from vla_train.trainer.checkpoint import list_checkpoints
 
     metrics = train(cfg)
-    if metrics.get("interrupted"):
-        sys.exit(130)  # the shell's code for Ctrl-C; the checkpoint is already saved
+    if metrics.get("interrupted"):  # the checkpoint is saved: exit_on_error says so, with the shell's 130
+        checkpoints = list_checkpoints(Path(cfg.output_dir))
+        raise KeyboardInterrupt(
+            f"checkpoint {checkpoints[-1]} saved; continue with trainer.resume=true"
+            if checkpoints
+            else "no checkpoint was saved"
+        )
     # Hydra sweepers (e.g. Optuna) optimize the returned value.
     return metrics.get("eval/success_rate")
 

@@ -45,6 +45,8 @@ class EnvAdapter:
     #: how many leading action dimensions are an end-effector delta (``env.action_padding=zero_motion``
     #: zeroes them); None where actions are not deltas
     motion_dims: int | None = None
+    #: whether :meth:`evaluation_episodes` runs in a simulator; a real robot is evaluated by serving
+    simulated: bool = True
 
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg = cfg
@@ -122,6 +124,11 @@ class EnvAdapter:
     def evaluation_episodes(self) -> list[EpisodeSpec]:
         """The evaluation protocol: every episode to run, with its seed, initial state and step limit."""
         raise NotImplementedError
+
+    def check_evaluation_options(self) -> None:
+        """Refuse ``env.eval`` choices this environment cannot run (a task it does not have), naming the
+        key, the value and what is allowed. Called before training, so that a bad choice is not found
+        only when the final evaluation starts; cheap: no simulator is imported. Nothing by default."""
 
     def make_env(self, task: str) -> RolloutEnv:
         """A rollout environment for ``task`` (simulator imported lazily), as the env workers use it;

@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from policies.vla_policy import VLAPolicy
+from vla_train.cli import exit_on_error
 from vla_train.config import register_configs
 from vla_train.evaluation import local_policy_fn
 from vla_train.rollout import ResultsFile, run_episodes
@@ -111,4 +112,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_error(main)()  # a --suite Hydra cannot compose: one `error:` line, exit 2

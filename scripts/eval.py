@@ -48,7 +48,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if cfg.env.eval.episodes < 1:
         raise ValueError(f"env.eval.episodes={cfg.env.eval.episodes}: nothing to evaluate (must be >= 1)")
     output_dir = checkpoint.parent.parent / "eval" / (args.name or checkpoint.name)
-    metrics = evaluate_policy(policy, build_env_adapter(cfg.env), output_dir)
+    try:
+        metrics = evaluate_policy(policy, build_env_adapter(cfg.env), output_dir)
+    except KeyboardInterrupt:  # exit_on_error reports it, exit 130
+        raise KeyboardInterrupt(
+            f"the finished episodes are kept in {output_dir / 'episodes.jsonl'}; the same command continues "
+            "the evaluation"
+        ) from None
     if not metrics:
         return metrics
     print(

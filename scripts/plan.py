@@ -21,6 +21,7 @@ from hydra import compose, initialize_config_dir
 from rich.console import Console
 from rich.table import Table
 
+from vla_train.cli import exit_on_error
 from vla_train.config import register_configs
 from vla_train.options import CONFIG_DIR
 from vla_train.planning import GIB, footprint, plan
@@ -95,4 +96,4 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_error(main)()  # a misspelled option or key: one `error:` line naming it, exit 2

@@ -9,6 +9,7 @@ parts; sizes that must divide are checked as the parts are built.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from helpers import compose_rlvr, compose_train
@@ -58,6 +59,7 @@ BAD_VALUES = {
     "trainer.stop_at_step": ["0", "-1"],
     "trainer.schedule": ["linear", "Cosine"],
     "trainer.mixed_precision": ["fp8", "bf32"],
+    "env.eval.tasks": ["[]"],  # LIBERO would evaluate no task; null selects all
     "trainer.strategy": ["fsdp2", "deepspeed", "DDP"],
     "trainer.weight_dtype": ["float16", "int8"],
     "logger.mode": ["on", "Online"],
@@ -230,6 +232,24 @@ def test_the_fuzz_covers_at_least_150_cases_and_every_range_checked_key() -> Non
 
     assert len(RANGE_CASES) + len(OTHER_CASES) >= 150
     assert set(RANGES) <= set(BAD_VALUES)
+
+
+def test_a_task_the_env_lacks_is_refused_before_anything_is_recorded_or_trained(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``env.eval.tasks=[5]`` on robosuite_lift (one task) is named with the valid index when the run
+    starts, not when its final evaluation does."""
+    from envs.robosuite.lift import RobosuiteLiftAdapter
+    from vla_train.training import train
+
+    def reached(self: RobosuiteLiftAdapter) -> None:
+        pytest.fail("the training data was built before env.eval.tasks was checked")
+
+    monkeypatch.setattr(RobosuiteLiftAdapter, "training_data", reached)
+    cfg = compose_train(["env=robosuite_lift", "env.eval.tasks=[5]"], output_dir=tmp_path / "run")
+    with pytest.raises(ValueError, match=r"env\.eval\.tasks=\[5\]: robosuite_lift has one task, index 0"):
+        train(cfg)
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize(

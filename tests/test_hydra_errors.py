@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hydra.errors import HydraException
 
-from vla_train.cli import hydra_message
+from vla_train.cli import exit_on_error, hydra_message
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,3 +56,21 @@ def test_a_misspelled_experiment_is_one_error_line_and_exit_2(script: str, tmp_p
     full = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120,
                           env={**env, "HYDRA_FULL_ERROR": "1"})  # fmt: skip
     assert full.returncode == 1 and "Traceback" in full.stderr  # the full report when asked for
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [("experiment=smok", "'experiment/smok'"), ("trainer.foo=1", "'trainer.foo'"), ("a=[b", "'a=[b'")],
+)
+def test_scripts_that_compose_report_hydras_refusal_in_one_line(
+    override: str, named: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """scripts/plan.py and bench_eval.py call hydra.compose themselves: exit_on_error reports for them."""
+    from helpers import compose_train
+
+    monkeypatch.delenv("VLA_TRAIN_TRACEBACK", raising=False)
+    with pytest.raises(SystemExit) as exited:
+        exit_on_error(compose_train)([override])
+    error = capsys.readouterr().err
+    assert exited.value.code == 2 and error.count("\n") == 1 and error.startswith("error: ")
+    assert named in error and "HYDRA_FULL_ERROR" not in error

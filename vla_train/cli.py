@@ -3,7 +3,8 @@
 A traceback (Hydra prints a truncated one) buries the message a user acts on under frames of library
 code. Bad input — the errors our checks raise, missing or existing files — exits with 2, the usual code
 for a usage error; anything else exits with 1 and says where it was raised, so that a bug report has a
-place to start. ``VLA_TRAIN_TRACEBACK=1`` lets every error through with its full traceback.
+place to start. Ctrl-C exits with 130 and ``error: interrupted by Ctrl-C (<what was kept>)``.
+``VLA_TRAIN_TRACEBACK=1`` lets every error through with its full traceback.
 """
 
 from __future__ import annotations
@@ -44,6 +45,14 @@ def described(error: BaseException) -> str:
     return message
 
 
+def interrupted_message(interruption: KeyboardInterrupt) -> str:
+    """What a Ctrl-C left behind and how to continue: the interruption's own message where the command
+    raised one (``raise KeyboardInterrupt("checkpoint ... saved; continue with ...")``), otherwise that
+    what was written before it is kept."""
+    detail = str(interruption).strip() or "what was written before it is kept"
+    return f"interrupted by Ctrl-C ({detail})"
+
+
 def exit_on_error(function: Function) -> Function:
     """``function`` with its exceptions turned into ``error: <message>`` and an exit status."""
 
@@ -51,16 +60,29 @@ def exit_on_error(function: Function) -> Function:
     def reporting(*args: Any, **kwargs: Any) -> Any:
         try:
             return function(*args, **kwargs)
-        except KeyboardInterrupt:  # what was finished is kept (checkpoints, results files)
-            print("interrupted", file=sys.stderr, flush=True)
+        except KeyboardInterrupt as interruption:  # what was finished is kept (checkpoints, results files)
+            print(f"error: {interrupted_message(interruption)}", file=sys.stderr, flush=True)
             sys.exit(INTERRUPTED_STATUS)
         except Exception as error:
             if os.environ.get(TRACEBACK_VARIABLE, "") not in ("", "0"):
                 raise
+            if is_composition_error(error):  # a script that composes with hydra.compose (scripts/plan.py)
+                print(f"error: {hydra_message(error)}", file=sys.stderr, flush=True)
+                sys.exit(BAD_INPUT_STATUS)
             print(f"error: {described(error)}", file=sys.stderr, flush=True)
             sys.exit(BAD_INPUT_STATUS if isinstance(error, BAD_INPUT) else 1)
 
     return reporting  # type: ignore[return-value]
+
+
+def is_composition_error(error: BaseException) -> bool:
+    """Whether ``error`` is Hydra refusing to compose a config from the overrides it was given (a misspelled
+    option or key, a wrong type, a malformed override): bad input, reported by :func:`hydra_message`."""
+    if "hydra" not in sys.modules:  # nothing composed a config
+        return False
+    from hydra.errors import ConfigCompositionException, OverrideParseException
+
+    return isinstance(error, ConfigCompositionException | OverrideParseException)
 
 
 #: lines of Hydra's reports that do not help a user fix the override

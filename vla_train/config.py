@@ -108,6 +108,10 @@ RANGES: dict[str, tuple[Any, str]] = {
     "env.eval.max_steps": (lambda v: v >= 1, ">= 1"),
     "env.eval.videos": (lambda v: v >= 0, ">= 0"),
     "env.eval.num_workers": (lambda v: v >= 1, ">= 1 env worker process"),
+    "env.eval.tasks": (
+        lambda v: v is None or len(v) >= 1,
+        "null (every task) or a non-empty list of task indices",
+    ),
 }
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
 SCHEDULES = ("constant", "cosine", "multistep")
@@ -121,7 +125,7 @@ def validate_config(cfg: DictConfig) -> None:
     check_closed(cfg, "")
     check_boolean_overrides(cfg)
     _check_ranges(cfg)
-    if cfg.get("evaluate") and cfg.env.eval.episodes == 0:
+    if cfg.get("evaluate") and cfg.env.eval.episodes == 0 and _simulated(cfg.env):
         raise ConfigError(
             "env.eval.episodes=0 with evaluate=true: no episode to evaluate; set env.eval.episodes >= 1, "
             "or evaluate=false"
@@ -179,6 +183,17 @@ def validate_config(cfg: DictConfig) -> None:
         )
     _check_part_options(cfg)
     _check_backbone_fits_head(cfg.backbone, cfg.head)
+
+
+def _simulated(env: DictConfig) -> bool:
+    """Whether the env's evaluation runs episodes (a real robot's is serving the policy instead)."""
+    from hydra.utils import get_class
+
+    adapter = env.get("adapter")
+    try:
+        return bool(getattr(get_class(adapter), "simulated", True)) if adapter else True
+    except Exception:  # an adapter that does not import is named where the env is built
+        return True
 
 
 def _check_ranges(cfg: DictConfig, prefix: str = "") -> None:

@@ -33,7 +33,10 @@ def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
             raise KeyError(
                 f"override {override.input_line!r}: the run's config has no key {key!r} (use +{key}=...)"
             )
-        OmegaConf.update(cfg, key, override.value(), merge=True, force_add=override.is_add())
+        value = override.value()
+        if isinstance(OmegaConf.select(cfg, key), bool) and not isinstance(value, bool | None):  # untyped
+            raise ConfigError(f"{override.input_line}: {key} is a boolean, must be true or false")
+        OmegaConf.update(cfg, key, value, merge=True, force_add=override.is_add())
     return cfg
 
 
@@ -93,7 +96,16 @@ def load_policy(
         raise FileNotFoundError(
             f"{config_file} is missing: a checkpoint is read with the config its run saved"
         )
-    saved = OmegaConf.load(config_file)
+    try:
+        saved = OmegaConf.load(config_file)
+    except Exception as error:  # yaml's parser errors span several lines and do not say what to do
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        raise ValueError(
+            f"{config_file} is not readable YAML ({type(error).__name__}: {first_line}); a checkpoint is "
+            "read with the config its run saved: restore that file"
+        ) from error
+    if not isinstance(saved, DictConfig):
+        raise ValueError(f"{config_file} holds a YAML list, not the mapping of config groups a run saves")
     cfg = apply_overrides(saved.copy(), overrides)
     check_trained_settings_kept(saved, cfg, overrides)
     validate_config(cfg)  # the run's config with the overrides, checked as a new run's would be

@@ -240,6 +240,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if "hydra" in cfg:  # composed with return_hydra_config (tests, notebooks): Hydra's own node is not ours
         cfg = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
     validate_config(cfg)
+    adapter = build_env_adapter(cfg.env)
+    adapter.check_evaluation_options()  # now, not when the final evaluation starts
     run_dir = Path(cfg.output_dir)
     claim_run_directory(run_dir)  # before anything is written: a directory of the user's is refused
     # shared by the runs started from one directory, so hub weights and datasets download once
@@ -265,7 +267,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
         ),
     )
     set_seed(cfg.trainer.seed)
-    adapter = build_env_adapter(cfg.env)
     data = adapter.training_data()
     policy = build_policy(
         cfg, data.stats, data.state_key, data.action_key, pretrained_weights=resume_from is None
@@ -302,7 +303,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 from vla_train.inference import load_policy
 
                 evaluated = load_policy(loop.checkpoint, device=str(accelerator.device))[1]
-            evaluation = evaluate_policy(evaluated, adapter, run_dir / "eval" / f"step_{loop.state.step}")
+            try:
+                evaluation = evaluate_policy(evaluated, adapter, run_dir / "eval" / f"step_{loop.state.step}")
+            except KeyboardInterrupt:  # what the interruption kept, for the one error line (vla_train.cli)
+                raise KeyboardInterrupt(
+                    f"training finished, checkpoint {loop.checkpoint} saved; evaluate it with "
+                    f"scripts/eval.py {run_dir}"
+                ) from None
             loop.log(evaluation)
             result.update(evaluation)
     finally:

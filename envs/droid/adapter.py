@@ -19,6 +19,8 @@ from vla_train.rollout import EpisodeSpec
 
 
 class DroidAdapter(EnvAdapter):
+    simulated = False  # a real robot: evaluated through the policy server (envs/droid/client.py)
+
     def training_data(self) -> TrainingData:
         self.check_spaces()
         return self.lerobot_training_data(self.cfg.dataset.root, self.cfg.dataset.episodes)

@@ -10,7 +10,6 @@ kept unless told otherwise.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from envs.droid import spaces
-from envs.droid.raw import find_episodes, read_episode
+from envs.droid.raw import find_episodes, find_incomplete_episodes, read_annotations, read_episode
 from vla_train.data.lerobot_io import (
     DatasetRecorder,
     dataset_lock,
@@ -46,19 +45,25 @@ def convert(
     """Convert every episode below ``raw_root``; returns how many were written.
 
     ``output`` must not exist yet (or be an empty directory); it appears only once every episode is
-    converted, so a failed or interrupted conversion leaves nothing that looks like a dataset.
+    converted, so a failed or interrupted conversion leaves nothing that looks like a dataset. An
+    episode directory that lost its ``trajectory.h5`` is refused rather than left out unnoticed, and so
+    are non-finite states or actions (:mod:`envs.droid.raw`).
     """
     spaces.check(state_space, action_space)
     refuse_existing(Path(output), key="output")
-    labels = None
-    if annotations:
-        try:
-            labels = json.loads(Path(annotations).read_text())
-        except (OSError, ValueError) as error:
-            raise ValueError(f"annotations {annotations}: not a readable JSON file ({error})") from error
-        if not isinstance(labels, dict):
-            raise ValueError(f"annotations {annotations}: expected a mapping uuid → instructions")
-    episodes = [read_episode(path, labels) for path in find_episodes(raw_root)]
+    labels = read_annotations(annotations) if annotations else None
+    incomplete = [
+        path for path in find_incomplete_episodes(raw_root) if include_failures or "failure" not in path.parts
+    ]
+    found = find_episodes(raw_root)
+    if incomplete:  # converting the others silently would drop these episodes from the dataset
+        raise FileNotFoundError(
+            f"{incomplete[0]} holds a DROID episode's files but no trajectory.h5"
+            + (f" (and {len(incomplete) - 1} more such directories)" if len(incomplete) > 1 else "")
+            + f"; restore it, or move the directory out of {raw_root} to convert the other episodes"
+            + ("" if found else f" ({raw_root} holds no complete episode)")
+        )
+    episodes = [read_episode(path, labels) for path in found]
     if not include_failures:
         episodes = [e for e in episodes if e.success is not False and "failure" not in e.path.parts]
     if not episodes:

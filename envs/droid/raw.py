@@ -20,6 +20,8 @@ import numpy as np
 from envs.droid.spaces import ACTION_SPACES, STATE_SPACES
 
 WRIST, EXTERIOR = 0, 1
+#: the instruction read from an episode's entry in DROID's aggregated annotations
+INSTRUCTION_KEY = "language_instruction1"
 
 
 @dataclass
@@ -73,6 +75,7 @@ class DroidEpisode:
             gripper_target = h5["action/gripper_position"][:]
         arrays = {**states, "gripper_position": gripper, **actions, "gripper_target": gripper_target}
         short = {name: len(values) for name, values in arrays.items() if len(values) < self.length}
+        needed: set[str | None] = set()
         if state_space is not None or action_space is not None:
             needed = {"gripper_position", "gripper_target", state_space, action_space}
             states = {space: values for space, values in states.items() if space not in short}
@@ -80,6 +83,16 @@ class DroidEpisode:
             short = {name: length for name, length in short.items() if name in needed}
         if short:
             raise ValueError(f"{trajectory}: {short} hold fewer steps than the episode's {self.length}")
+        fields = {
+            **{space: STATE_SPACES[space][0] for space in states},
+            "gripper_position": "observation/robot_state/gripper_position",
+            **{space: f"action/{space}" for space in actions},
+            "gripper_target": "action/gripper_position",
+        }
+        checked = needed or set(fields)  # the spaces converted, or every one recorded
+        for name, field in fields.items():
+            if name in checked:
+                _check_finite(trajectory, field, arrays[name][: self.length])
         for index in range(self.length):
             images = {}
             for name, stream in frames.items():
@@ -129,9 +142,7 @@ def read_episode(
     if len(exterior) > 1:
         cameras["exterior_2_left"] = exterior[1]
     instruction = (
-        (annotations or {}).get(uuid, {}).get("language_instruction1")
-        or metadata.get("current_task")
-        or current_task
+        (annotations or {}).get(uuid, {}).get(INSTRUCTION_KEY) or metadata.get("current_task") or current_task
     )
     if isinstance(instruction, bytes):
         instruction = instruction.decode()
@@ -156,6 +167,50 @@ def _reading(file: Path) -> Iterator[None]:
 def find_episodes(root: str | Path) -> list[Path]:
     """Every episode directory below ``root`` (those holding a ``trajectory.h5``), sorted."""
     return sorted(p.parent for p in Path(root).rglob("trajectory.h5"))
+
+
+def find_incomplete_episodes(root: str | Path) -> list[Path]:
+    """Directories below ``root`` that hold an episode's other files (``metadata_*.json``,
+    ``recordings/``) but no ``trajectory.h5``: episodes whose recording was lost or not copied."""
+    candidates = {p.parent for p in Path(root).rglob("metadata_*.json")}
+    candidates |= {p.parent for p in Path(root).rglob("recordings") if p.is_dir()}
+    return sorted(p for p in candidates if not (p / "trajectory.h5").exists())
+
+
+def read_annotations(file: str | Path) -> dict[str, dict[str, str]]:
+    """DROID's aggregated language annotations: a JSON object mapping each episode uuid to an object
+    of instructions, ``{"<uuid>": {"language_instruction1": "<instruction>", ...}, ...}``."""
+    expected = f'a JSON object {{"<episode uuid>": {{"{INSTRUCTION_KEY}": "<instruction>", ...}}, ...}}'
+    try:
+        labels = json.loads(Path(file).read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ValueError(f"annotations {file}: not a readable JSON file ({error})") from error
+    if not isinstance(labels, dict):
+        raise ValueError(f"annotations {file}: holds a JSON {type(labels).__name__}; expected {expected}")
+    for uuid, entry in labels.items():
+        if not isinstance(entry, dict):
+            raise ValueError(
+                f"annotations {file}: the entry of {uuid!r} is a JSON {type(entry).__name__}; "
+                f"expected {expected}"
+            )
+        instruction = entry.get(INSTRUCTION_KEY)
+        if instruction is not None and not isinstance(instruction, str):
+            raise ValueError(
+                f"annotations {file}: {uuid!r}'s {INSTRUCTION_KEY} is a JSON {type(instruction).__name__}, "
+                "not a string"
+            )
+    return labels
+
+
+def _check_finite(file: Path, field: str, values: np.ndarray) -> None:
+    """Refuse a recorded field holding NaN or infinity: a dataset holding them trains on garbage."""
+    bad = ~np.isfinite(np.asarray(values, dtype=np.float64))
+    if bad.any():
+        steps = np.flatnonzero(bad.reshape(len(bad), -1).any(axis=1))
+        raise ValueError(
+            f"{file}: {field} holds non-finite values (NaN or infinity) at {len(steps)} of {len(values)} "
+            f"steps, first at step {steps[0]}; re-record the episode or move its directory away"
+        )
 
 
 def _decode(video: Path) -> Iterator[np.ndarray]:

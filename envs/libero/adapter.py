@@ -59,7 +59,10 @@ class LiberoAdapter(EnvAdapter):
             return tasks
         unknown = sorted(set(chosen) - {index for index, _, _ in tasks})
         if unknown:
-            raise ValueError(f"env.eval.tasks: {self.cfg.simulator.suite} has no task {unknown}")
+            raise ValueError(
+                f"env.eval.tasks={list(chosen)}: {self.cfg.simulator.suite} has no task {unknown}; its tasks "
+                f"are 0..{len(tasks) - 1} (or env.eval.tasks=null for all)"
+            )
         return [task for task in tasks if task[0] in set(chosen)]
 
     # ------------------------------------------------------------------------------------------ data

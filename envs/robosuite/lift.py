@@ -101,11 +101,8 @@ class RobosuiteLiftAdapter(EnvAdapter):
 
     def evaluation_episodes(self) -> list[EpisodeSpec]:
         """``eval.episodes`` scenes from seeds ``eval.seed``, ``eval.seed + 1``, … (unseen in training)."""
+        self.check_evaluation_options()
         evaluation = self.cfg.eval
-        if evaluation.tasks and list(evaluation.tasks) != [0]:  # one task: nothing else to select
-            raise ValueError(
-                f"env.eval.tasks={list(evaluation.tasks)}: {self.cfg.name} has one task (index 0)"
-            )
         return [
             EpisodeSpec(
                 task=self.cfg.name,
@@ -117,6 +114,15 @@ class RobosuiteLiftAdapter(EnvAdapter):
             )
             for episode in range(evaluation.episodes)
         ]
+
+    def check_evaluation_options(self) -> None:
+        """One task (index 0): ``env.eval.tasks`` may be null or ``[0]``."""
+        tasks = self.cfg.eval.get("tasks")
+        if tasks and list(tasks) != [0]:
+            raise ValueError(
+                f"env.eval.tasks={list(tasks)}: {self.cfg.name} has one task, index 0; use "
+                "env.eval.tasks=null or [0]"
+            )
 
     def make_env(self, task: str) -> LiftRollout:
         return LiftRollout(self)

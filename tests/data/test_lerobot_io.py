@@ -19,6 +19,7 @@ from vla_train.data.lerobot_io import (
     load_lerobot_dataset,
     vector_feature,
 )
+from vla_train.data.local_dataset import LocalDatasetError, reading_local_dataset
 
 FEATURES = {
     "observation.images.front": image_feature(8, 8),
@@ -209,3 +210,118 @@ def test_non_finite_values_in_a_dataset_are_named(tmp_path: Path) -> None:
     assert dataset_statistics(dataset, ["observation.state"])  # finite
     with pytest.raises(ValueError, match=r"action holds non-finite values"):
         dataset_statistics(dataset, ["action"])
+
+
+def test_a_corrupted_local_dataset_names_its_file_and_never_reaches_the_hub(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    import shutil
+    import socket
+
+    connections: list[object] = []  # lerobot falls back to the hub for what it cannot read locally
+    monkeypatch.setattr(socket.socket, "connect", lambda self, address: connections.append(address))
+    original = tmp_path / "original"
+    record(original, [3, 4])
+
+    def corrupted(name: str, corrupt) -> Path:
+        root = tmp_path / name
+        shutil.copytree(original, root)
+        corrupt(root)
+        return root
+
+    def edit_info(edit):
+        def corrupt(root: Path) -> None:
+            info = json.loads((root / "meta/info.json").read_text())
+            edit(info)
+            (root / "meta/info.json").write_text(json.dumps(info))
+
+        return corrupt
+
+    data_file = "data/chunk-000/file-000.parquet"
+    episodes_file = "meta/episodes/chunk-000/file-000.parquet"
+    cases = [
+        (
+            "truncated_data",
+            lambda root: (root / data_file).write_bytes((root / data_file).read_bytes()[:300]),
+            LocalDatasetError,
+            rf"{data_file} is not a readable parquet file",
+        ),
+        (
+            "truncated_episodes",
+            lambda root: (root / episodes_file).write_bytes((root / episodes_file).read_bytes()[:300]),
+            LocalDatasetError,
+            rf"{episodes_file} is not a readable parquet file",
+        ),
+        (
+            "no_episodes_metadata",
+            lambda root: (root / episodes_file).unlink(),
+            FileNotFoundError,
+            r"lacks its episodes metadata: .*meta/episodes holds no chunk-\*/file-\*\.parquet",
+        ),
+        (
+            "info_not_json",
+            lambda root: (root / "meta/info.json").write_text("{fps: 20"),
+            LocalDatasetError,
+            r"meta/info\.json is not a readable JSON file",
+        ),
+        (
+            "info_without_features",
+            edit_info(lambda info: info.pop("features")),
+            LocalDatasetError,
+            r"meta/info\.json lacks the keys \['features'\]",
+        ),
+        (
+            "state_shape",
+            edit_info(lambda info: info["features"]["observation.state"].update(shape=[3])),
+            LocalDatasetError,
+            rf"info\.json declares 'observation\.state' with shape \[3\] .*but .*{data_file} stores",
+        ),
+        (
+            "no_camera",
+            edit_info(lambda info: info["features"].pop("observation.images.front")),
+            LocalDatasetError,
+            rf"info\.json does not describe .*{data_file}: columns \['observation\.images\.front'\] "
+            "are stored but not declared",
+        ),
+        (
+            "total_episodes",
+            edit_info(lambda info: info.update(total_episodes=5)),
+            LocalDatasetError,
+            r"info\.json: total_episodes=5, but .*meta/episodes describes 2 episodes",
+        ),
+    ]
+    for name, corrupt, error, message in cases:
+        root = corrupted(name, corrupt)
+        with pytest.raises(error, match=rf"{tmp_path / name}.*{message}"):
+            load_lerobot_dataset("local/unit", root, "action", chunk_size=2)
+    assert connections == []
+    assert len(load_lerobot_dataset("local/unit", original, "action", chunk_size=2)) == 7
+
+
+def test_lerobot_failures_on_a_local_dataset_are_named_and_offline(tmp_path: Path) -> None:
+    from huggingface_hub import HfApi, constants
+
+    before = constants.HF_HUB_OFFLINE
+    with (
+        pytest.raises(
+            LocalDatasetError, match=rf"local dataset {tmp_path} cannot be read \(OfflineModeIsEnabled"
+        ),
+        reading_local_dataset(tmp_path),
+    ):
+        HfApi().list_repo_refs("local/unit", repo_type="dataset")  # what lerobot calls before a download
+    assert before == constants.HF_HUB_OFFLINE
+
+
+def test_a_hub_dataset_that_cannot_be_fetched_names_the_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import constants
+    from lerobot.datasets import lerobot_dataset
+
+    monkeypatch.setattr(lerobot_dataset, "HF_LEROBOT_HOME", tmp_path)  # its cache, empty
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(
+        OSError, match=r"env\.dataset\.repo_id=local/absent cannot be fetched .*env\.dataset\.root is unset"
+    ):
+        load_lerobot_dataset("local/absent", None, "action", chunk_size=2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -305,6 +306,52 @@ def test_malformed_recordings_are_named(droid, tmp_path: Path) -> None:
         convert(droid["raw"], tmp_path / "labels", annotations=bad_labels)
     assert not any((tmp_path / name).exists() for name in ("short", "garbage", "labels"))
     assert (tmp_path / "other").is_dir()
+
+
+def test_bad_annotations_nan_states_and_lost_trajectories_are_named(droid, tmp_path: Path) -> None:
+    import shutil
+
+    import h5py
+
+    uuid = read_episode(droid["episodes"][0]).uuid
+    labels = tmp_path / "labels.json"
+    for content, kind in (({uuid: "place the cube"}, "str"), ({uuid: ["place the cube"]}, "list")):
+        labels.write_text(json.dumps(content))
+        with pytest.raises(
+            ValueError,
+            match=rf"annotations .*labels\.json: the entry of '{re.escape(uuid)}' is a JSON {kind}; "
+            r'expected a JSON object \{"<episode uuid>": \{"language_instruction1"',
+        ):
+            convert(droid["raw"], tmp_path / "labelled", annotations=labels)
+    labels.write_text(json.dumps({uuid: {"language_instruction1": 3}}))
+    with pytest.raises(ValueError, match=r"language_instruction1 is a JSON int, not a string"):
+        convert(droid["raw"], tmp_path / "labelled", annotations=labels)
+
+    raw = tmp_path / "raw"
+    episode = raw / droid["episodes"][0].relative_to(droid["raw"])
+    shutil.copytree(droid["episodes"][0], episode)
+    with h5py.File(episode / "trajectory.h5", "a") as h5:
+        h5["observation/robot_state/joint_positions"][...] = float("nan")
+    with pytest.raises(
+        ValueError,
+        match=rf"{episode}/trajectory\.h5: observation/robot_state/joint_positions holds non-finite "
+        rf"values .* at {STEPS} of {STEPS} steps, first at step 0",
+    ):
+        convert(raw, tmp_path / "nan")
+    # the NaN field is not converted with the cartesian state space
+    assert convert(raw, tmp_path / "cartesian", state_space="cartesian") == 1
+
+    lost = raw / droid["episodes"][1].relative_to(droid["raw"])
+    shutil.copytree(droid["episodes"][1], lost)
+    (lost / "trajectory.h5").unlink()  # beside a good episode: converting the other would drop it
+    with pytest.raises(FileNotFoundError, match=rf"{lost} holds a DROID episode's files but no trajectory"):
+        convert(raw, tmp_path / "lost", state_space="cartesian")
+    shutil.rmtree(episode)  # the only episode left lacks its trajectory
+    with pytest.raises(
+        FileNotFoundError, match=rf"move the directory out of {raw} .*\({raw} holds no complete"
+    ):
+        convert(raw, tmp_path / "lost", state_space="cartesian")
+    assert not any((tmp_path / name).exists() for name in ("labelled", "nan", "lost"))
 
 
 def test_robot_client_speaks_the_served_policys_spaces() -> None:

@@ -194,3 +194,23 @@ def test_a_results_directory_of_the_users_is_refused_and_foreign_records_are_nam
     foreign.write_text('{"my": "own results"}\n')
     with pytest.raises(ValueError, match=r"episodes\.jsonl:1: not an episode record"):
         ResultsFile(foreign).finished()
+
+
+def test_env_workers_leave_ctrl_c_to_the_evaluator() -> None:
+    """Ctrl-C reaches the whole process group: the workers ignore it (no traceback from each of them
+    mid-step), and the evaluator, which gets it too, stops and closes them."""
+    import os
+    import signal
+
+    from vla_train.rollout.worker import EnvWorker
+
+    worker = EnvWorker(0, functools.partial(make_counting_env, None), None, timeout=60.0)
+    try:
+        worker.send("reset", specs(["a-0"])[0])
+        assert worker.receive()[0] == "observation"
+        os.kill(worker.process.pid, signal.SIGINT)
+        worker.send("act", np.ones((1, 2), np.float32))
+        assert worker.receive()[0] == "observation" and worker.process.is_alive()
+    finally:
+        worker.close()
+    assert worker.process.exitcode == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 
 import numpy as np
 import pytest
@@ -116,6 +117,23 @@ def test_malformed_requests_get_errors_and_the_connection_survives(echo_server: 
         assert unpack(raw.recv())["actions"].shape == (1, 4, 7)
     with RemotePolicy(echo_server.uri) as policy, pytest.raises(PolicyServerError, match="exploded"):
         policy([{**observation(), "instruction": "boom"}])
+
+
+def test_a_bad_request_is_logged_in_one_line_and_a_policy_failure_with_its_traceback(
+    echo_server: PolicyServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The client's mistake is the client's to fix: the server logs one line for it; a failure of the
+    policy on a validated request is the server's, logged with its traceback."""
+    caplog.set_level(logging.WARNING, logger="vla_train.serving.server")
+    with RemotePolicy(echo_server.uri) as policy:
+        with pytest.raises(PolicyServerError, match=r"inputs\[0\]\.images is empty.*\(cameras, 3, 32, 32\)"):
+            policy([{**observation(), "images": np.zeros((2, 3, 0, 0), np.float32)}])
+        with pytest.raises(PolicyServerError, match="exploded"):
+            policy([{**observation(), "instruction": "boom"}])
+    refused = [r for r in caplog.records if "refused a request" in r.getMessage()]
+    assert len(refused) == 1 and refused[0].exc_info is None and "images is empty" in refused[0].getMessage()
+    failed = [r for r in caplog.records if "policy failed" in r.getMessage()]
+    assert len(failed) == 1 and failed[0].exc_info is not None
 
 
 def test_served_actions_equal_the_policys_own() -> None:

@@ -79,6 +79,18 @@ def test_results_stay_inside_the_runs_eval_directory(name: str, capsys: pytest.C
     assert refused.value.code == 2 and "not a plain directory name" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("override", ["evaluate=2", "evaluate=0", "evaluate=yes"])
+def test_a_boolean_of_the_saved_config_takes_only_true_or_false(override: str) -> None:
+    from omegaconf import OmegaConf
+
+    from vla_train.config import ConfigError
+    from vla_train.inference import apply_overrides
+
+    with pytest.raises(ConfigError, match=rf"{override}: evaluate is a boolean, must be true or false"):
+        apply_overrides(OmegaConf.create({"evaluate": True}), [override])
+    assert apply_overrides(OmegaConf.create({"evaluate": True}), ["evaluate=false"]).evaluate is False
+
+
 @pytest.mark.parametrize("override", ["=5", "env.chunk_size", "+=1"])
 def test_overrides_without_a_key_and_a_value_are_named(override: str) -> None:
     from omegaconf import OmegaConf
@@ -87,6 +99,21 @@ def test_overrides_without_a_key_and_a_value_are_named(override: str) -> None:
 
     with pytest.raises(ValueError, match=r"must be key=value"):
         apply_overrides(OmegaConf.create({"env": {"chunk_size": 8}}), [override])
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"), [(": : [not yaml\n\t-", "is not readable YAML"), ("- a\n", "list")]
+)
+def test_a_damaged_config_yaml_is_named(tmp_path: Path, content: str, problem: str) -> None:
+    from vla_train.inference import load_policy
+    from vla_train.trainer.checkpoint import STATE_FILE
+
+    checkpoint = tmp_path / "checkpoints" / "step_0000002"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / STATE_FILE).write_text("{}")
+    (tmp_path / "config.yaml").write_text(content)
+    with pytest.raises(ValueError, match=rf"{tmp_path / 'config.yaml'} .*{problem}"):
+        load_policy(tmp_path)
 
 
 def test_a_checkpoint_still_being_written_is_not_resumed(tmp_path: Path) -> None:

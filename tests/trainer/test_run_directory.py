@@ -120,9 +120,19 @@ def test_errors_become_one_line_and_an_exit_status(
     assert exited.value.code == 1
     assert "error: RuntimeError: shapes differ (raised at " in capsys.readouterr().err
 
-    with pytest.raises(SystemExit) as exited:  # Ctrl-C: one word, the shell's status
+    with pytest.raises(SystemExit) as exited:  # Ctrl-C: one error line, the shell's status
         exit_on_error(_raise)(KeyboardInterrupt())
-    assert exited.value.code == 130 and capsys.readouterr().err == "interrupted\n"
+    assert exited.value.code == 130
+    assert capsys.readouterr().err == "error: interrupted by Ctrl-C (what was written before it is kept)\n"
+
+    with pytest.raises(SystemExit) as exited:  # what the command kept and how to continue, when it says
+        exit_on_error(_raise)(
+            KeyboardInterrupt("checkpoint run/step_2 saved; continue with trainer.resume=true")
+        )
+    assert exited.value.code == 130
+    assert capsys.readouterr().err == (
+        "error: interrupted by Ctrl-C (checkpoint run/step_2 saved; continue with trainer.resume=true)\n"
+    )
 
     monkeypatch.setenv(TRACEBACK_VARIABLE, "1")
     with pytest.raises(RuntimeError, match="shapes differ"):

@@ -20,6 +20,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from vla_train.data.local_dataset import (
+    check_episode_count,
+    check_local_episodes,
+    check_local_metadata,
+    reading_local_dataset,
+)
+
 # torchcodec needs system FFmpeg libraries that a plain pip install does not bring; PyAV ships its own.
 VIDEO_BACKEND = "pyav"
 
@@ -44,15 +51,20 @@ def load_lerobot_dataset(
     ``state_history`` > 1, whose ``state_key`` is ``(state_history, S)``: the current state last, the
     episode's first state repeated before its start (lerobot clamps to the episode).
 
-    ``root`` set: read that local directory (no hub access when it is complete). ``root`` unset:
-    the hub id ``repo_id``, cached under ``$HF_LEROBOT_HOME``.
+    ``root`` set: read that local directory as it is, never the hub; a missing, unreadable or
+    inconsistent file is named (:mod:`vla_train.data.local_dataset`). ``root`` unset: the hub id
+    ``repo_id``, cached under ``$HF_LEROBOT_HOME``.
     """
     from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
 
     _quiet_datasets()
+    root = Path(root) if root is not None else None
     if root is not None:
-        check_local_files(Path(root), ("meta/info.json", "meta/tasks.parquet", "meta/episodes"))
-    meta = LeRobotDatasetMetadata(repo_id, root=root)
+        check_local_metadata(root)
+    with reading_local_dataset(root), _fetching_from_hub(repo_id, root):
+        meta = LeRobotDatasetMetadata(repo_id, root=root)
+    if root is not None:
+        check_episode_count(root, meta)
     if episodes is not None:
         outside = [e for e in episodes if not 0 <= e < meta.total_episodes]
         if outside or not episodes:
@@ -61,34 +73,38 @@ def load_lerobot_dataset(
                 f"0…{meta.total_episodes - 1}"
             )
     if root is not None:  # lerobot would fetch a missing file from the hub instead of naming it
-        chosen = range(meta.total_episodes) if episodes is None else episodes
-        files = {str(meta.get_data_file_path(e)) for e in chosen}
-        files |= {str(meta.get_video_file_path(e, key)) for e in chosen for key in meta.video_keys}
-        check_local_files(Path(root), sorted(files))
+        check_local_episodes(root, meta, episodes)
     if action_key not in meta.features:
         raise KeyError(f"dataset {repo_id} has no feature {action_key!r}; it has {sorted(meta.features)}")
     delta_timestamps = {action_key: [i / meta.fps for i in range(chunk_size)]}
     if state_history > 1:
         delta_timestamps[state_key] = [(i - state_history + 1) / meta.fps for i in range(state_history)]
-    return LeRobotDataset(
-        repo_id,
-        root=root,
-        episodes=list(episodes) if episodes is not None else None,
-        delta_timestamps=delta_timestamps,
-        video_backend=VIDEO_BACKEND,
-    )
+    with reading_local_dataset(root), _fetching_from_hub(repo_id, root):
+        return LeRobotDataset(
+            repo_id,
+            root=root,
+            episodes=list(episodes) if episodes is not None else None,
+            delta_timestamps=delta_timestamps,
+            video_backend=VIDEO_BACKEND,
+        )
 
 
-def check_local_files(root: Path, relative_paths: Sequence[str]) -> None:
-    """Raise naming the first missing file of a local dataset (one is never completed from the hub)."""
-    if not root.is_dir():
-        raise FileNotFoundError(f"local dataset {root}: no such directory")
-    for relative in relative_paths:
-        if not (root / relative).exists():
-            raise FileNotFoundError(
-                f"local dataset {root} lacks {root / relative}; a local dataset is read as it is, never "
-                "completed from the hub (re-record or re-convert it, or unset its root to use the hub id)"
-            )
+@contextlib.contextmanager
+def _fetching_from_hub(repo_id: str, root: Path | None) -> Iterator[None]:
+    """A hub dataset that cannot be fetched (offline, no such repository, no network): named with the
+    key that chose the hub over a local directory."""
+    if root is not None:
+        yield
+        return
+    try:
+        yield
+    except OSError as error:  # requests' and huggingface_hub's errors are OSErrors
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        raise OSError(
+            f"env.dataset.repo_id={repo_id} cannot be fetched from the hub ({type(error).__name__}: "
+            f"{first_line}); env.dataset.root is unset, so the hub dataset is read: set env.dataset.root to "
+            "a local dataset directory to train on one"
+        ) from error
 
 
 def dataset_statistics(dataset, keys: Sequence[str]) -> dict[str, dict[str, torch.Tensor]]:

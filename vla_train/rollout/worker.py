@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import signal
+import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -79,7 +81,8 @@ class EnvWorker:
             name=f"env-worker-{self.index}",
             daemon=True,
         )
-        self.process.start()
+        with _ctrl_c_ignored():  # inherited: a Ctrl-C while the worker imports its simulator is ignored too
+            self.process.start()
         child.close()
 
     def send(self, command: str, payload: Any = None) -> None:
@@ -132,7 +135,11 @@ class _Episode:
 
 
 def worker_main(connection: Connection, env_factory: EnvFactory, video_dir: Path | None) -> None:
-    """Serve ``reset`` / ``act`` / ``close`` until told to stop; errors are answered, not raised."""
+    """Serve ``reset`` / ``act`` / ``close`` until told to stop; errors are answered, not raised.
+
+    Ctrl-C (sent to the whole process group) is the parent's to handle: it stops the evaluation and
+    closes the workers, instead of each worker dying mid-step with a traceback of its own."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     env, env_task, episode = None, None, None
     while True:
         try:
@@ -181,6 +188,21 @@ def worker_main(connection: Connection, env_factory: EnvFactory, video_dir: Path
             env, env_task, episode = None, None, None
     if env is not None:
         env.close()
+
+
+@contextlib.contextmanager
+def _ctrl_c_ignored() -> Iterator[None]:
+    """SIGINT ignored while a worker is started, so that the spawned interpreter starts ignoring it
+    (a disposition set to ignore survives exec); only the main thread may change it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        if previous is not None:  # None: a handler installed outside Python, which cannot be restored
+            signal.signal(signal.SIGINT, previous)
 
 
 def _record_frame(env: Any, episode: _Episode) -> None:

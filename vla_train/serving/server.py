@@ -118,6 +118,8 @@ class PolicyServer:
         try:
             for message in connection:
                 request, error = self._parse(message)
+                if error:
+                    log.warning("refused a request: %s", error)
                 openpi_client = openpi_client or (error is None and _is_openpi(request))
                 if not openpi_client:
                     connection.send(pack({"error": error} if error else self._answer(request)))
@@ -145,7 +147,7 @@ class PolicyServer:
         try:
             inputs = _validated_inputs(request, self.metadata)
         except INPUT_ERRORS as error:
-            return {"error": f"{type(error).__name__}: {error}"}
+            return _refused(error)
         return self._act(inputs)
 
     def _answer_openpi(self, observation: Mapping[str, Any]) -> dict[str, Any]:
@@ -159,7 +161,7 @@ class PolicyServer:
         try:
             inputs = _validated_inputs({"inputs": [self.openpi_inputs(observation)]}, self.metadata)
         except INPUT_ERRORS as error:
-            return {"error": f"{type(error).__name__}: {error}"}
+            return _refused(error)
         start = time.monotonic()
         reply = self._act(inputs)
         if "actions" not in reply:
@@ -170,15 +172,22 @@ class PolicyServer:
     def _act(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         try:
             actions = np.asarray(self.batcher.submit(inputs), dtype=np.float32)
-        except (ValueError, TypeError) as error:  # the input does not suit this policy: the client's to fix
-            log.warning("request refused by the policy: %s: %s", type(error).__name__, error)
-            return {"error": f"policy failed: {type(error).__name__}: {error}"}
-        except Exception as error:  # a failure of the policy itself: its traceback, and keep serving
-            log.exception("policy failed")
+        except Exception as error:  # on validated input: the server's bug, with its traceback; keep serving
+            log.exception("policy failed on a validated request")
             return {"error": f"policy failed: {type(error).__name__}: {error}"}
         if not np.isfinite(actions).all():  # never send a robot NaN or inf
-            return {"error": "the policy produced non-finite actions for this input (is the state in range?)"}
+            message = "the policy produced non-finite actions for this input (is the state in range?)"
+            log.warning("refused a request: %s", message)
+            return {"error": message}
         return {"actions": actions}
+
+
+def _refused(error: Exception) -> dict[str, str]:
+    """A request the client got wrong (:func:`_validated_inputs` refused it): one log line, since the
+    server has nothing to debug (a traceback is logged only when the policy fails), and the reply."""
+    message = f"{type(error).__name__}: {error}"
+    log.warning("refused a request: %s", message)
+    return {"error": message}
 
 
 def _is_openpi(request: Any) -> bool:
@@ -211,9 +220,12 @@ def _validated_inputs(request: Any, metadata: Mapping[str, Any]) -> list[dict[st
                 f"inputs[{number}].images has {images.shape[0]} cameras; this policy reads {cameras}: "
                 f"{metadata['cameras']}"
             )
-        if 0 in images.shape:
-            raise ValueError(f"inputs[{number}].images is empty: shape {images.shape}")
         size = metadata.get("image_size")
+        if 0 in images.shape:
+            raise ValueError(
+                f"inputs[{number}].images is empty: shape {images.shape}; this policy takes (cameras, 3, "
+                + (f"{size}, {size})" if size else "H, W) with H, W >= 1")
+            )
         if size and images.shape[2:] != (size, size):
             raise ValueError(
                 f"inputs[{number}].images are {images.shape[2]}x{images.shape[3]}; this policy takes "

@@ -419,6 +419,9 @@ class TrainingLoop:
     def _request_stop(self, signum: int, frame: Any) -> None:
         """First Ctrl-C: finish the current step, checkpoint, exit. Second: stop at once."""
         if self._stop_requested:
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt(
+                "pressed twice: stopped at once, this step unsaved; the checkpoints saved before are kept, "
+                "continue from the last with trainer.resume=true"
+            )
         self._stop_requested = True
         print("\nCtrl-C: stopping after this step and saving a checkpoint (press again to abort)")
