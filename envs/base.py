@@ -19,7 +19,12 @@ from omegaconf import DictConfig
 from envs.layout import ACTION_KEY, STATE_KEY, camera_key
 from envs.padding import TrainedPadding, complete_chunk_indices
 from vla_train.data.cache import InMemoryDataset
-from vla_train.data.lerobot_io import TransformedDataset, dataset_statistics, load_lerobot_dataset
+from vla_train.data.lerobot_io import (
+    TransformedDataset,
+    check_finite_values,
+    dataset_statistics,
+    load_lerobot_dataset,
+)
 from vla_train.rollout import EpisodeSpec, RolloutEnv, with_state_history
 
 
@@ -70,6 +75,7 @@ class EnvAdapter:
         )
         self.check_dataset_layout(frames.meta, root or dataset_cfg.repo_id)
         stats = dataset_statistics(frames, [STATE_KEY, ACTION_KEY])
+        check_finite_values(frames, [STATE_KEY, ACTION_KEY])
         padding = self.cfg.get("action_padding", "masked")
         transform: Callable[[Mapping[str, Any]], dict[str, Any]] = self.sample_to_policy
         if padding == "zero_motion":

@@ -151,6 +151,8 @@ OTHER_CASES = [
     (["backbone.max_instruction_tokens=0"], "backbone.max_instruction_tokens=0"),
     (["backbone.vision_heads=3"], "backbone.vision_width / backbone.vision_heads"),
     (["backbone.language_heads=3"], "backbone.language_width / backbone.language_heads"),
+    # the user typed env.image_size: the backbone option it sets is named with where it comes from
+    (["env.image_size=63"], "backbone.image_size is ${env.image_size}"),
     (["backbone.language_kv_heads=3"], "backbone.language_heads / backbone.language_kv_heads"),
     (["head=flow_tiny", "head.heads=5"], "head.heads=5"),
     (["head=flow_tiny", "head.num_inference_steps=0"], "head.num_inference_steps=0"),
@@ -234,20 +236,35 @@ def test_the_fuzz_covers_at_least_150_cases_and_every_range_checked_key() -> Non
     assert set(RANGES) <= set(BAD_VALUES)
 
 
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("env.eval.tasks=[5]", r"env\.eval\.tasks=\[5\]: robosuite_lift has one task, index 0"),
+        (
+            "env.simulator.task=Lfit",
+            r"env\.simulator\.task='Lfit': robosuite has no such task; it has \[.*'Lift'",
+        ),
+        (
+            "env.simulator.robot=panda",
+            r"env\.simulator\.robot='panda': robosuite has no such robot; .*'Panda'",
+        ),
+    ],
+)
 def test_a_task_the_env_lacks_is_refused_before_anything_is_recorded_or_trained(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    override: str, named: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``env.eval.tasks=[5]`` on robosuite_lift (one task) is named with the valid index when the run
-    starts, not when its final evaluation does."""
+    """A task robosuite_lift lacks (``env.eval.tasks=[5]``: it has one; a misspelled robosuite task or
+    robot) is named with what is allowed when the run starts, not when its final evaluation does, where
+    every episode would fail."""
     from envs.robosuite.lift import RobosuiteLiftAdapter
     from vla_train.training import train
 
     def reached(self: RobosuiteLiftAdapter) -> None:
-        pytest.fail("the training data was built before env.eval.tasks was checked")
+        pytest.fail(f"the training data was built before {override} was checked")
 
     monkeypatch.setattr(RobosuiteLiftAdapter, "training_data", reached)
-    cfg = compose_train(["env=robosuite_lift", "env.eval.tasks=[5]"], output_dir=tmp_path / "run")
-    with pytest.raises(ValueError, match=r"env\.eval\.tasks=\[5\]: robosuite_lift has one task, index 0"):
+    cfg = compose_train(["env=robosuite_lift", override], output_dir=tmp_path / "run")
+    with pytest.raises(ValueError, match=named):
         train(cfg)
     assert not (tmp_path / "run").exists()
 

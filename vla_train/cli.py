@@ -30,9 +30,9 @@ Function = TypeVar("Function", bound=Callable[..., Any])
 
 
 def described(error: BaseException) -> str:
-    """The error's message, its type where the message alone does not say what went wrong, and for an
-    error that is not about the input, where it was raised."""
-    message = str(error).strip()
+    """The error's message in one line, its type where the message alone does not say what went wrong,
+    and for an error that is not about the input, where it was raised."""
+    message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())  # one line
     if isinstance(error, KeyError) and error.args:
         message = f"{error.args[0]!r} not found"
     ours = type(error).__module__.split(".")[0] in OUR_PACKAGES  # our messages stand alone
@@ -69,10 +69,24 @@ def exit_on_error(function: Function) -> Function:
             if is_composition_error(error):  # a script that composes with hydra.compose (scripts/plan.py)
                 print(f"error: {hydra_message(error)}", file=sys.stderr, flush=True)
                 sys.exit(BAD_INPUT_STATUS)
+            error = built_error(error)
             print(f"error: {described(error)}", file=sys.stderr, flush=True)
             sys.exit(BAD_INPUT_STATUS if isinstance(error, BAD_INPUT) else 1)
 
     return reporting  # type: ignore[return-value]
+
+
+def built_error(error: Exception) -> Exception:
+    """The error a part raised while Hydra's ``instantiate`` built it: Hydra wraps it in a multi-line
+    ``InstantiationException`` ("Error in call to target ... full_key: ..."), which would hide the part's
+    own message (``backbone.checkpoint=/nope: no such file or directory``) and its type."""
+    if "hydra" not in sys.modules:
+        return error
+    from hydra.errors import InstantiationException
+
+    while isinstance(error, InstantiationException) and isinstance(error.__cause__, Exception):
+        error = error.__cause__
+    return error
 
 
 def is_composition_error(error: BaseException) -> bool:

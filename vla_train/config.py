@@ -18,6 +18,7 @@ import importlib
 import importlib.util
 import math
 import pkgutil
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -259,13 +260,26 @@ def _check_part_options(cfg: DictConfig) -> None:
         try:
             get_class(node._target_).check_options(options)
         except ValueError as error:
-            raise ConfigError(str(error)) from None
+            raise ConfigError(str(error) + _interpolated_from(node, part, str(error))) from None
+
+
+def _interpolated_from(node: DictConfig, part: str, message: str) -> str:
+    """Where the options a message names take their values from: ``backbone.image_size`` is
+    ``${env.image_size}``, so the user who typed ``env.image_size=63`` learns which key to change."""
+    sources = [
+        f"{part}.{key} is {node._get_node(key)._value()}"
+        for key in node
+        if OmegaConf.is_interpolation(node, key) and re.search(rf"\b{part}\.{key}\b", message)
+    ]
+    return f" ({'; '.join(sources)})" if sources else ""
 
 
 def check_boolean_overrides(cfg: DictConfig, overrides: list[str] | None = None) -> None:
     """A boolean option given as something other than true/false on the command line is refused:
     OmegaConf reads ``evaluate=2`` or ``nesterov=0.5`` as true. ``overrides``: the command line's
-    ``key=value`` strings (default: Hydra's, when a run was composed by Hydra)."""
+    ``key=value`` strings (default: Hydra's, when a run was composed by Hydra). A boolean is a bool
+    field of a schema or, in a run's saved (untyped) config, a key that holds true or false; a schema's
+    ``Any`` field holding false (``trainer.resume``: false, true or a path) is not one."""
     if overrides is None:
         from hydra.core.hydra_config import HydraConfig
 
@@ -279,7 +293,9 @@ def check_boolean_overrides(cfg: DictConfig, overrides: list[str] | None = None)
         parent_key, _, leaf = key.rpartition(".")
         parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
         node = parent._get_node(leaf) if OmegaConf.is_dict(parent) and leaf in parent else None
-        if isinstance(node, BooleanNode) and value.strip().lower() not in ("true", "false", "null"):
+        untyped = node is not None and not dataclasses.is_dataclass(OmegaConf.get_type(parent))
+        boolean = isinstance(node, BooleanNode) or (untyped and isinstance(node._value(), bool))
+        if boolean and value.strip().lower() not in ("true", "false", "null"):
             raise ConfigError(f"{key}={value}: must be true or false")
 
 

@@ -15,9 +15,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_model
 
 from policies.vla_policy import VLAPolicy
-from vla_train.config import ConfigError, validate_config
+from vla_train.config import ConfigError, check_boolean_overrides, validate_config
 from vla_train.trainer.checkpoint import CheckpointUnreadable, list_checkpoints, resolve_resume
-from vla_train.training import build_policy
+from vla_train.training import build_policy, load_saved_config
 
 
 def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
@@ -27,6 +27,7 @@ def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
     for text in overrides:
         if "=" not in text or text.lstrip("+~").startswith("="):
             raise ValueError(f"override {text!r}: must be key=value (a key of the run's config)")
+    check_boolean_overrides(cfg, list(overrides))
     for override in OverridesParser.create().parse_overrides(list(overrides)):
         key = override.key_or_group
         if OmegaConf.select(cfg, key, default="__missing__") == "__missing__" and not override.is_add():
@@ -34,8 +35,6 @@ def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
                 f"override {override.input_line!r}: the run's config has no key {key!r} (use +{key}=...)"
             )
         value = override.value()
-        if isinstance(OmegaConf.select(cfg, key), bool) and not isinstance(value, bool | None):  # untyped
-            raise ConfigError(f"{override.input_line}: {key} is a boolean, must be true or false")
         OmegaConf.update(cfg, key, value, merge=True, force_add=override.is_add())
     return cfg
 
@@ -96,16 +95,7 @@ def load_policy(
         raise FileNotFoundError(
             f"{config_file} is missing: a checkpoint is read with the config its run saved"
         )
-    try:
-        saved = OmegaConf.load(config_file)
-    except Exception as error:  # yaml's parser errors span several lines and do not say what to do
-        first_line = (str(error).strip().splitlines() or [""])[0]
-        raise ValueError(
-            f"{config_file} is not readable YAML ({type(error).__name__}: {first_line}); a checkpoint is "
-            "read with the config its run saved: restore that file"
-        ) from error
-    if not isinstance(saved, DictConfig):
-        raise ValueError(f"{config_file} holds a YAML list, not the mapping of config groups a run saves")
+    saved = load_saved_config(config_file)
     cfg = apply_overrides(saved.copy(), overrides)
     check_trained_settings_kept(saved, cfg, overrides)
     validate_config(cfg)  # the run's config with the overrides, checked as a new run's would be
@@ -138,6 +128,27 @@ def load_policy(
             f"checkpoint {path} does not match its config: missing {sorted(missing)[:8]}, "
             f"unexpected {sorted(unexpected)[:8]}{hint}"
         )
+    check_finite_weights(policy, weights, path)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return cfg, policy.to(device).eval(), path
+
+
+def check_finite_weights(policy: torch.nn.Module, weights: Path, checkpoint: Path) -> None:
+    """A checkpoint with NaN or infinite values is refused: it would act NaN on every step, and an
+    evaluation would report a success rate of a broken policy. Training never saves one as good (the
+    trainer's ``_save``); this catches weights written by other tools or edited afterwards."""
+    bad = [  # parameters and saved buffers (the normalizers' scale and shift among them)
+        name
+        for name, t in policy.state_dict().items()
+        if t.is_floating_point() and not torch.isfinite(t).all()
+    ]
+    if bad:
+        others = [c for c in list_checkpoints(checkpoint.parent.parent) if c != checkpoint]
+        fallback = (
+            f"evaluate an earlier checkpoint ({others[-1]})" if others else "the run has no other checkpoint"
+        )
+        raise CheckpointUnreadable(
+            f"{weights} holds non-finite weights (NaN or infinity) in {len(bad)} tensors, e.g. {bad[:3]}; "
+            f"{fallback}"
+        )

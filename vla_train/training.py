@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import os
@@ -63,6 +64,22 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def load_saved_config(config_file: Path) -> DictConfig:
+    """The ``config.yaml`` a run saved; a damaged one is named in one line (yaml's parser errors span
+    several and do not say what to do)."""
+    try:
+        saved = OmegaConf.load(config_file)
+    except Exception as error:
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        raise ValueError(
+            f"{config_file} is not readable YAML ({type(error).__name__}: {first_line}); a run's checkpoints "
+            "are resumed, evaluated and served with the config it saved: restore that file"
+        ) from error
+    if not isinstance(saved, DictConfig):
+        raise ValueError(f"{config_file} holds a YAML list, not the mapping of config groups a run saves")
+    return saved
+
+
 def check_resumed_config(saved_path: Path, cfg: DictConfig, changeable: Sequence[str] | None = None) -> None:
     """Refuse to resume with settings that change what the run trains; name every one of them.
 
@@ -70,7 +87,7 @@ def check_resumed_config(saved_path: Path, cfg: DictConfig, changeable: Sequence
     :data:`CHANGEABLE_ON_RESUME` and the parts' pretrained-weight sources)."""
     if not saved_path.is_file():
         return
-    saved = flatten(OmegaConf.to_container(OmegaConf.load(saved_path), resolve=False))
+    saved = flatten(OmegaConf.to_container(load_saved_config(saved_path), resolve=False))
     current = flatten(OmegaConf.to_container(cfg, resolve=True))
     if (
         changeable is None
@@ -232,7 +249,19 @@ def warn_if_weights_are_low_precision(policy: torch.nn.Module) -> int:
 
 
 def build_env_adapter(env_cfg: DictConfig) -> EnvAdapter:
-    return get_class(env_cfg.adapter)(env_cfg)
+    """The env's adapter class (``env.adapter``, an import path) built on ``env_cfg``; imported here
+    rather than with Hydra's ``get_class``, which logs a three-line report before raising."""
+    module_name, _, name = str(env_cfg.adapter).rpartition(".")
+    try:
+        adapter = getattr(importlib.import_module(module_name), name, None) if module_name else None
+    except ImportError:
+        adapter = None
+    if not (isinstance(adapter, type) and issubclass(adapter, EnvAdapter)):
+        raise ValueError(
+            f"env.adapter={env_cfg.adapter}: not an importable EnvAdapter class; an env's adapter is an "
+            "import path such as envs.robosuite.lift.RobosuiteLiftAdapter"
+        )
+    return adapter(env_cfg)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:

@@ -66,6 +66,10 @@ def robot_action(action: np.ndarray, velocity: bool = True) -> np.ndarray:
     """A policy action → DROID's ``env.step`` input: gripper closed above 0.5; velocity commands
     clipped to [−1, 1] (position targets are passed through: RobotEnv bounds them itself)."""
     command = np.asarray(action, dtype=np.float64).copy()
+    if not np.isfinite(command).all():  # np.clip keeps NaN: it would reach the robot
+        raise ValueError(
+            f"the policy's action {command.tolist()} is not finite (NaN or infinity); the robot is not moved"
+        )
     if velocity:
         command = np.clip(command, -1.0, 1.0)
     command[-1] = 1.0 if command[-1] > 0.5 else 0.0

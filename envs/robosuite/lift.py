@@ -21,6 +21,7 @@ import numpy as np
 from envs.base import ACTION_KEY, STATE_KEY, EnvAdapter, TrainingData, camera_key
 from envs.robosuite.expert import LiftExpert
 from envs.robosuite.runtime import import_robosuite
+from envs.robosuite.schema import RobosuiteSimulatorConfig
 from envs.robosuite.transforms import ACTION_NAMES, STATE_NAMES, LiftTransforms
 from vla_train.data.lerobot_io import (
     DatasetRecorder,
@@ -34,6 +35,19 @@ from vla_train.progress import progress_bar
 from vla_train.rollout import EpisodeSpec
 
 VIDEO_UPSCALE = 4
+#: ``env.simulator`` fields that name something of robosuite's, and the registry that lists the names
+SIMULATOR_NAMES = {"task": "ALL_ENVIRONMENTS", "robot": "ALL_ROBOTS", "controller": "ALL_CONTROLLERS"}
+
+
+def check_simulator_names(robosuite: Any, sim: Any) -> None:
+    """A misspelled task, robot or controller is named with robosuite's choices, instead of an error
+    from deep inside ``robosuite.make`` in every env worker."""
+    for name, registry in SIMULATOR_NAMES.items():
+        known = sorted(getattr(robosuite, registry))
+        if sim[name] not in known:
+            raise ValueError(
+                f"env.simulator.{name}={sim[name]!r}: robosuite has no such {name}; it has {known}"
+            )
 
 
 class RobosuiteLiftAdapter(EnvAdapter):
@@ -72,6 +86,7 @@ class RobosuiteLiftAdapter(EnvAdapter):
     def make_simulator(self, cameras: bool = True) -> Any:
         robosuite = import_robosuite()
         sim = self.cfg.simulator
+        check_simulator_names(robosuite, sim)
         options: dict[str, Any] = dict(
             robots=sim.robot,
             controller_configs=robosuite.load_controller_config(default_controller=sim.controller),
@@ -116,13 +131,18 @@ class RobosuiteLiftAdapter(EnvAdapter):
         ]
 
     def check_evaluation_options(self) -> None:
-        """One task (index 0): ``env.eval.tasks`` may be null or ``[0]``."""
+        """One task (index 0): ``env.eval.tasks`` may be null or ``[0]``; ``env.simulator``'s task, robot
+        and controller are robosuite's (checked against robosuite only when they are not the defaults,
+        which are known good: importing robosuite costs a second)."""
         tasks = self.cfg.eval.get("tasks")
         if tasks and list(tasks) != [0]:
             raise ValueError(
                 f"env.eval.tasks={list(tasks)}: {self.cfg.name} has one task, index 0; use "
                 "env.eval.tasks=null or [0]"
             )
+        sim, defaults = self.cfg.simulator, RobosuiteSimulatorConfig()
+        if any(sim[name] != getattr(defaults, name) for name in SIMULATOR_NAMES):
+            check_simulator_names(import_robosuite(), sim)
 
     def make_env(self, task: str) -> LiftRollout:
         return LiftRollout(self)

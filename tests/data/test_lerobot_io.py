@@ -12,6 +12,7 @@ from vla_train.data.cache import InMemoryDataset
 from vla_train.data.lerobot_io import (
     DatasetRecorder,
     TransformedDataset,
+    check_finite_values,
     dataset_lock,
     dataset_statistics,
     image_feature,
@@ -210,6 +211,31 @@ def test_non_finite_values_in_a_dataset_are_named(tmp_path: Path) -> None:
     assert dataset_statistics(dataset, ["observation.state"])  # finite
     with pytest.raises(ValueError, match=r"action holds non-finite values"):
         dataset_statistics(dataset, ["action"])
+    check_finite_values(dataset, ["observation.state"])
+    with pytest.raises(ValueError, match=r"action holds non-finite values .* first in episode 0, frame 1"):
+        check_finite_values(dataset, ["action"])
+
+    # statistics written before the NaN (or by a tool that skips them): the data itself is read
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data_file = next((root / "data").rglob("*.parquet"))
+    table = pq.read_table(data_file)
+    clean = pa.array([[0.0, 0.0, 1.0]] * table.num_rows, type=table.schema.field("action").type)
+    table = table.set_column(table.schema.get_field_index("action"), "action", clean)
+    pq.write_table(table, data_file)
+    check_finite_values(load_lerobot_dataset("local/unit", root, "action", chunk_size=2), ["action"])
+    state = table.column("observation.state").to_pylist()
+    state[2][1] = float("inf")
+    column = pa.array(state, type=table.schema.field("observation.state").type)
+    pq.write_table(
+        table.set_column(table.schema.get_field_index("observation.state"), "observation.state", column),
+        data_file,
+    )
+    dataset = load_lerobot_dataset("local/unit", root, "action", chunk_size=2)
+    assert dataset_statistics(dataset, ["observation.state"])  # stats.json still says finite
+    with pytest.raises(ValueError, match=r"observation\.state holds non-finite values .* episode 0, frame 2"):
+        check_finite_values(dataset, ["observation.state"])
 
 
 def test_a_corrupted_local_dataset_names_its_file_and_never_reaches_the_hub(

@@ -148,6 +148,10 @@ def test_transforms_keep_aspect_and_command_the_gripper() -> None:
     np.testing.assert_array_equal(
         robot_action(np.array([2.0, -3.0, 0.1, 0, 0, 0, 0, 0.7])), [1, -1, 0.1, 0, 0, 0, 0, 1]
     )
+    for bad in (np.nan, np.inf):  # np.clip would keep NaN and turn inf into a full-speed command
+        for velocity in (True, False):
+            with pytest.raises(ValueError, match="not finite"):
+                robot_action(np.array([0.1, bad, 0, 0, 0, 0, 0, 0]), velocity)
 
 
 def pi05_run(droid, output: Path, optimizer: str, *overrides: str):

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from eval import main as evaluate_checkpoint
 from helpers import compose_train
 
@@ -54,6 +55,9 @@ def test_eval_script_evaluates_and_resumes(lift_dataset: Path, tmp_path: Path) -
         evaluate_checkpoint([str(run), *overrides, "env.eval.tasks=[5]"])
     with pytest.raises(ValueError, match=r"env\.eval\.episodes=0: nothing to evaluate"):
         evaluate_checkpoint([str(run), "env.eval.episodes=0"])
+    for key, value in (("task", "Lfit"), ("robot", "Pandaa"), ("controller", "OSC")):  # not 0 % per episode
+        with pytest.raises(ValueError, match=rf"env\.simulator\.{key}='{value}': robosuite has no such"):
+            evaluate_checkpoint([str(run), *overrides, f"env.simulator.{key}={value}"])
 
     # a run saved before options were added (optimizer.other, trainer.weight_dtype, …) still evaluates
     from omegaconf import OmegaConf
@@ -67,6 +71,13 @@ def test_eval_script_evaluates_and_resumes(lift_dataset: Path, tmp_path: Path) -
     from vla_train.trainer.checkpoint import CheckpointUnreadable
 
     weights = run / "checkpoints" / "step_0000002" / "model.safetensors"
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(weights)
+    name = next(iter(tensors))
+    save_file({**tensors, name: torch.full_like(tensors[name], float("nan"))}, weights)  # edited to NaN
+    with pytest.raises(CheckpointUnreadable, match=rf"non-finite weights .* \['{re.escape(name)}'\]"):
+        evaluate_checkpoint([str(run), *overrides, "--name", "nan"])
     weights.write_bytes(weights.read_bytes()[:1000])  # truncated
     with pytest.raises(CheckpointUnreadable, match=r"step_0000002/model\.safetensors cannot be read"):
         evaluate_checkpoint([str(run), *overrides, "--name", "truncated"])
@@ -86,7 +97,7 @@ def test_a_boolean_of_the_saved_config_takes_only_true_or_false(override: str) -
     from vla_train.config import ConfigError
     from vla_train.inference import apply_overrides
 
-    with pytest.raises(ConfigError, match=rf"{override}: evaluate is a boolean, must be true or false"):
+    with pytest.raises(ConfigError, match=rf"{override}: must be true or false"):
         apply_overrides(OmegaConf.create({"evaluate": True}), [override])
     assert apply_overrides(OmegaConf.create({"evaluate": True}), ["evaluate=false"]).evaluate is False
 
@@ -114,6 +125,12 @@ def test_a_damaged_config_yaml_is_named(tmp_path: Path, content: str, problem: s
     (tmp_path / "config.yaml").write_text(content)
     with pytest.raises(ValueError, match=rf"{tmp_path / 'config.yaml'} .*{problem}"):
         load_policy(tmp_path)
+    from vla_train.training import check_resumed_config
+
+    with pytest.raises(
+        ValueError, match=rf"{tmp_path / 'config.yaml'} .*{problem}"
+    ):  # resuming train.py or RLVR
+        check_resumed_config(tmp_path / "config.yaml", compose_train([]))
 
 
 def test_a_checkpoint_still_being_written_is_not_resumed(tmp_path: Path) -> None:

@@ -115,6 +115,27 @@ def test_errors_become_one_line_and_an_exit_status(
     assert exited.value.code == 2
     assert capsys.readouterr().err == "error: FileNotFoundError: /nope/weights.safetensors\n"
 
+    from hydra.errors import InstantiationException
+
+    wrapped = InstantiationException(
+        "Error in call to target 'X':\nFileNotFoundError(...)\nfull_key: backbone"
+    )
+    wrapped.__cause__ = FileNotFoundError("backbone.checkpoint=/nope: no such file or directory")
+    with pytest.raises(SystemExit) as exited:  # a part's own error, not Hydra's multi-line wrapper of it
+        exit_on_error(_raise)(wrapped)
+    assert exited.value.code == 2
+    assert (
+        capsys.readouterr().err
+        == "error: FileNotFoundError: backbone.checkpoint=/nope: no such file or directory\n"
+    )
+
+    with pytest.raises(SystemExit) as exited:  # a third party's message over several lines: one line
+        exit_on_error(_raise)(ValueError("while parsing a flow sequence\n  in 'config.yaml', line 1\n"))
+    assert (
+        capsys.readouterr().err
+        == "error: ValueError: while parsing a flow sequence in 'config.yaml', line 1\n"
+    )
+
     with pytest.raises(SystemExit) as exited:  # not about the input: a bug, said where
         exit_on_error(_raise)(RuntimeError("shapes differ"))
     assert exited.value.code == 1

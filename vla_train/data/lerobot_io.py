@@ -126,6 +126,36 @@ def dataset_statistics(dataset, keys: Sequence[str]) -> dict[str, dict[str, torc
     return stats
 
 
+def check_finite_values(dataset, keys: Sequence[str]) -> None:
+    """Every value of ``keys`` (state, action) is finite, named by episode and frame where one is not.
+
+    lerobot's statistics are read from ``meta/stats.json``, so a NaN written into the data after they
+    were computed (or by a tool that skips them) would be trained on: a NaN loss each time its chunk is
+    drawn, reported as divergence. Read column-wise from the memory-mapped Arrow table: about a second
+    for DROID's 27 M frames, without copying it."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = dataset.hf_dataset.data.table  # the frames of the chosen episodes only
+    for key in keys:
+        start = 0
+        for chunk in table.column(key).chunks:
+            nested = pa.types.is_list(chunk.type) or pa.types.is_fixed_size_list(chunk.type)
+            finite = pc.is_finite(pc.list_flatten(chunk) if nested else chunk)
+            if not pc.all(finite).as_py():
+                first = pc.index(finite, False).as_py()
+                row = start + (pc.list_parent_indices(chunk)[first].as_py() if nested else first)
+                episode, frame = (
+                    table.column(name)[row].as_py() for name in ("episode_index", "frame_index")
+                )
+                raise ValueError(
+                    f"dataset {dataset.root}: {key} holds non-finite values (NaN or infinity), first in "
+                    f"episode {episode}, frame {frame}; clean or re-record the dataset, or leave that "
+                    "episode out (env.dataset.episodes)"
+                )
+            start += len(chunk)
+
+
 class TransformedDataset(Dataset):
     """Frames of a dataset mapped through an environment's training transform."""
 
