@@ -25,8 +25,10 @@ file), ``silent`` (exit 0, or actions served, for a refused case), ``wrongly_ref
 accepted case), ``hang`` (timeout: the process group is killed), ``file_lost`` (a user's file placed
 where the case points its outputs, or protected input data, is missing or changed afterwards), or, for
 faults only, ``fault_unmet`` (the process behaved but the fault's own promise was broken: no checkpoint
-after Ctrl-C, a wrong exit status, processes left behind). ``skipped`` cases (e.g. read-only directories
-when running as root) are listed but not counted as bad. The exit status is 0 only when no case is bad.
+after Ctrl-C, a wrong exit status, processes left behind), or ``partial_output`` (a refused command
+left an output behind: a failed conversion's dataset that a later run would take for a whole one).
+``skipped`` cases (e.g. read-only directories when running as root) are listed but not counted as bad.
+The exit status is 0 only when no case is bad.
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ OUTCOMES = (
     "wrongly_refused",
     "hang",
     "file_lost",
+    "partial_output",
     "fault_unmet",
     "skipped",
 )
@@ -104,6 +107,7 @@ class Spec:
     watch_serving: bool = False  # serve.py refusing: "serving ..." on stdout means it accepted
     skip: str | None = None
     resources: list[Any] = field(default_factory=list)  # closed after the case (sockets held open)
+    never_left: list[Path] = field(default_factory=list)  # outputs a refused command must not leave behind
 
 
 @dataclass
@@ -531,6 +535,9 @@ class Campaign:
         if lost:
             details = [f"outcome before the file check: {outcome}", *details, *lost]
             outcome = "file_lost"
+        left = [str(path) for path in spec.never_left if path.exists()] if rc else []
+        if left and outcome == "clear":  # a half-written dataset a later command would read as whole
+            outcome, details = "partial_output", [*details, f"a refused command left {left}"]
         if proc.stragglers:
             details.append(
                 f"processes of its group still ran 3 s after it exited (killed): {proc.stragglers}"
@@ -945,7 +952,9 @@ def train_cases(as_root: bool) -> list[Case]:
         "trainer.steps": ["-2147483649", "2.5", "true", "null", "[1,2]"],
         "trainer.batch_size": ["-3"],
         "trainer.gradient_accumulation_steps": ["0.5"],
-        "trainer.milestones": ["7"],
+        "trainer.milestones": ["7", "[-5]"],
+        "trainer.warmup_steps": ["-10"],
+        "trainer.eval_every": ["-1"],
         "trainer.gamma": ["-0.0"],
         "trainer.min_lr_ratio": ["nan"],
         "trainer.max_grad_norm": ["nan"],
@@ -1003,7 +1012,7 @@ def train_cases(as_root: bool) -> list[Case]:
         "env.chunk_size": ["3"],
         "env.n_action_steps": ["100"],
         "env.state_history": ["-1"],
-        "env.fps": ["0.5", "30"],
+        "env.fps": ["0.5", "30", "0"],
         "env.state_dim": ["7"],
         "env.action_dim": ["6"],
         "env.name": ["null"],
@@ -1014,10 +1023,13 @@ def train_cases(as_root: bool) -> list[Case]:
         "env.action_normalization": ["Quantile"],
         "env.action_padding": ["zeros"],
         "env.simulator.max_demo_steps": ["abc"],
+        "env.simulator.task": ["Lfit"],
+        "env.simulator.robot": ["panda"],
+        "env.simulator.controller": ["OSC"],
         "env.eval.episodes": ["-5", "1.5"],
         "env.eval.max_steps": ["-1"],
         "env.eval.videos": ["-2"],
-        "env.eval.num_workers": ["0", "null"],
+        "env.eval.num_workers": ["0", "-1", "null"],
         "env.eval.tasks": ["[a]"],
         "env.dataset.num_demos": ["-1"],
         "env.dataset.episodes": ["[99]", "[-1]", "[]"],
@@ -1065,6 +1077,11 @@ def train_cases(as_root: bool) -> list[Case]:
         T("head=flow_tiny head.heads=3", ["head=flow_tiny", "head.heads=3"], "head.heads"),
         T("backbone=pi05_tiny with head=l1", ["backbone=pi05_tiny"], ("head=pi05", "backbone")),
         T("head=pi05_tiny with backbone=tiny", ["head=pi05_tiny"], ("backbone=pi05", "head")),
+        T(
+            "backbone=prismatic_tiny backbone.checkpoint=/nope",
+            ["backbone=prismatic_tiny", "head=l1_bridge", "backbone.checkpoint=/nope"],
+            ("backbone.checkpoint", "/nope"),
+        ),
     ]
     # --- unknown keys
     for override, token in [
@@ -1260,6 +1277,7 @@ def dataset_cases() -> list[Case]:
         return Case(f"train/corrupted dataset: {name}", "refused", build)
 
     data_file = "data/chunk-000/file-000.parquet"
+    action_key = "action"
     episodes_file = "meta/episodes/chunk-000/file-000.parquet"
 
     def set_feature_shape(key: str, shape: list[int]) -> Callable[[Path], str]:
@@ -1280,7 +1298,20 @@ def dataset_cases() -> list[Case]:
         (data / "meta/stats.json").write_text(json.dumps(stats))
         return "stats.json"
 
+    def nan_action(data: Path) -> str:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(data / data_file)
+        actions = table.column(action_key).to_pylist()
+        actions[3][0] = float("nan")
+        column = pa.array(actions, type=table.schema.field(action_key).type)
+        table = table.set_column(table.schema.get_field_index(action_key), action_key, column)
+        pq.write_table(table, data / data_file)
+        return action_key
+
     cases += [
+        corrupt("NaN in one action of the data parquet", nan_action),
         corrupt("truncated data parquet", lambda d: (truncate(d / data_file), data_file)[1]),
         corrupt("deleted data parquet", lambda d: ((d / data_file).unlink(), data_file)[1]),
         corrupt("deleted episodes metadata", lambda d: ((d / episodes_file).unlink(), episodes_file)[1]),
@@ -1362,6 +1393,13 @@ def resume_cases() -> list[Case]:
         R("with trainer.seed=7", None, ["trainer.seed=7"], ("trainer.seed",)),
         R("with env.chunk_size=6", None, ["env.chunk_size=6"], ("env.chunk_size",)),
         R("with head=flow_tiny", None, ["head=flow_tiny"], ("head",)),
+        R(
+            "with trainer.gradient_accumulation_steps=2",
+            None,
+            ["trainer.gradient_accumulation_steps=2"],
+            ("trainer.gradient_accumulation_steps",),
+        ),
+        R("with trainer.schedule=cosine", None, ["trainer.schedule=cosine"], ("trainer.schedule",)),
         R(
             "truncated model.safetensors",
             lambda r: truncate(r / latest / "model.safetensors"),
@@ -1486,6 +1524,14 @@ def eval_cases() -> list[Case]:
                 file.unlink()
             elif action == "truncate":
                 truncate(file)
+            elif action == "nan":  # readable, every shape right: only the values are broken
+                import numpy as np
+                from safetensors.numpy import load_file, save_file
+
+                tensors = load_file(file)
+                name = next(iter(tensors))
+                save_file({**tensors, name: np.full_like(tensors[name], np.nan)}, file)
+                return [str(run / "checkpoints/step_0000020")], ("model.safetensors", "non-finite")
             else:
                 file.write_bytes(os.urandom(2048))
             return [str(run / "checkpoints/step_0000020")], ("model.safetensors",)
@@ -1524,6 +1570,7 @@ def eval_cases() -> list[Case]:
         E("checkpoint without model.safetensors", weights("delete")),
         E("truncated model.safetensors", weights("truncate")),
         E("garbage model.safetensors", weights("garbage")),
+        E("NaN weights in model.safetensors", weights("nan")),
         E("run without config.yaml", no_config),
         E("garbage config.yaml", garbage_config),
         E("env.chunk_size=4", overrides("env.chunk_size=4", tokens=("env.chunk_size",))),
@@ -1543,6 +1590,17 @@ def eval_cases() -> list[Case]:
             overrides("env.eval.tasks=[5]", *quick[1:], tokens=("env.eval.tasks",)),
         ),
         E("env.eval.num_workers=0", overrides("env.eval.num_workers=0", tokens=("env.eval.num_workers",))),
+        E("env.eval.num_workers=-1", overrides("env.eval.num_workers=-1", tokens=("env.eval.num_workers",))),
+        E("env.fps=0", overrides("env.fps=0", tokens=("env.fps",))),
+        E(
+            "env.cameras=[agentview,nope]",
+            overrides("env.cameras=[agentview,nope]", tokens=("env.cameras",)),
+        ),
+        E("env.simulator.task=Lfit", overrides("env.simulator.task=Lfit", tokens=("env.simulator.task",))),
+        E(
+            "env.simulator.controller=OSC",
+            overrides("env.simulator.controller=OSC", tokens=("env.simulator.controller",)),
+        ),
         E("env.eval.episodes=-1", overrides("env.eval.episodes=-1", tokens=("env.eval.episodes",))),
         E("env.eval.episodes=0", overrides("env.eval.episodes=0", tokens=("env.eval.episodes",))),
         E("env.eval.max_steps=abc", overrides("env.eval.max_steps=abc", tokens=("env.eval.max_steps",))),
@@ -2036,6 +2094,16 @@ def convert_cases() -> list[Case]:
         (episodes[1] / "trajectory.h5").unlink()
         return [str(raw), str(ctx.dir / "out")], (episodes[1].name, "trajectory.h5")
 
+    def second_episode_fails(ctx: Ctx) -> Spec:
+        import h5py
+
+        raw, episodes = ctx.copy_raw(2)
+        with h5py.File(episodes[1] / "trajectory.h5", "a") as h5:
+            shorten_actions(h5)  # the first episode converts; the second fails
+        ctx.protect(raw)
+        out = ctx.dir / "out"
+        return Spec([PY, CONVERT, str(raw), str(out)], (episodes[1].name, "trajectory.h5"), never_left=[out])
+
     def two_wrist_cameras(ctx: Ctx) -> tuple[list[str], tuple[str, ...]]:
         import h5py
 
@@ -2130,6 +2198,12 @@ def convert_cases() -> list[Case]:
         C("garbage trajectory.h5", file_edit("garbage", "trajectory.h5", lambda c, e: ("trajectory.h5",))),
         C("missing trajectory.h5 (only episode)", missing_trajectory_only),
         C("missing trajectory.h5 beside a good episode", missing_trajectory_beside_good),
+        Case(
+            "convert/second episode fails after the first converted",
+            "refused",
+            second_episode_fails,
+            needs=("droid",),
+        ),
         C("actions shorter than states", h5_edit(shorten_actions)),
         C("no camera types", h5_edit(no_camera_types)),
         C("joint positions all NaN", h5_edit(states_nan)),
@@ -2398,27 +2472,33 @@ def fault_sigint_training(campaign: Campaign, case: Case, twice: bool = False) -
     return results
 
 
-def fault_sigint_eval(campaign: Campaign, case: Case) -> list[Result]:
+def fault_sigint_eval(campaign: Campaign, case: Case, final_evaluation: bool = False) -> list[Result]:
+    """Ctrl-C 8 s into eval.py's episodes, or (``final_evaluation``) into train.py's evaluation after its
+    last step."""
     f = FaultRun(campaign, case)
-    run = f.ctx.copy_run()
-    argv = [
-        PY,
-        EVAL,
-        str(run),
+    episodes = [
         "env.eval.episodes=20",
         "env.eval.max_steps=120",
         "env.eval.num_workers=2",
         "env.eval.videos=0",
     ]
+    if final_evaluation:
+        run = f.ctx.dir / "run"
+        argv = [PY, TRAIN, *merged(train_base(f.ctx, run), ["evaluate=true", *episodes])]
+        protocol = run / "eval" / "step_0000002" / "protocol.yaml"
+    else:
+        run = f.ctx.copy_run()
+        argv = [PY, EVAL, str(run), *episodes]
+        protocol = run / "eval" / "step_0000020" / "protocol.yaml"
+    program = "train.py" if final_evaluation else "eval.py"
     proc = f.start(argv)
-    protocol = run / "eval" / "step_0000020" / "protocol.yaml"
     state = wait_for(proc, protocol.is_file, campaign.timeout(case))
     command = f"Ctrl-C 8 s into the episodes: {shlex.join(argv)}"
     if state != "until":
         proc.kill()
         f.save(proc)
         return f.not_reached(
-            case.name, "refused", state, proc, command, f"eval.py {state} before its episodes started"
+            case.name, "refused", state, proc, command, f"{program} {state} before its episodes started"
         )
     time.sleep(8.0)
     proc.signal_group(signal.SIGINT)
@@ -2493,6 +2573,11 @@ def fault_cases() -> list[Case]:
             runner=lambda c, k: fault_sigint_training(c, k, twice=True),
         ),
         Case("fault/Ctrl-C during evaluation", "refused", runner=fault_sigint_eval, needs=("run",)),
+        Case(
+            "fault/Ctrl-C during train.py's final evaluation",
+            "refused",
+            runner=lambda c, k: fault_sigint_eval(c, k, final_evaluation=True),
+        ),
         Case(
             "fault/kill -9 while recording the dataset, then rerun", "accepted", runner=fault_kill9_recording
         ),
@@ -2764,6 +2849,11 @@ def main() -> int:
     if args.jobs < 1 or args.timeout <= 0:
         parser.error("--jobs must be >= 1 and --timeout > 0")
     _reexec_in_venv()
+    # Started in the background from a script (`cmd &`), this process ignores Ctrl-C, and so would every
+    # program it starts: a Ctrl-C case would then measure the shell's convention, not the program's
+    # handling. The campaign is interruptible and its cases start with Python's own handler.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.path.insert(0, str(REPO))
     cases = all_cases()
     if args.only:
