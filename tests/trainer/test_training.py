@@ -155,6 +155,13 @@ def test_resume_across_epochs_reproduces_the_uninterrupted_run_exactly(
     b = load_file(list_checkpoints(interrupted)[-1] / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
+    def written() -> dict[Path, int]:
+        return {f: f.stat().st_mtime_ns for f in (interrupted / "checkpoints").rglob("*") if f.is_file()}
+
+    before = written()  # a finished run resumed: its checkpoint is not rewritten (nor one saved twice)
+    assert train(tiny_run(lift_dataset, interrupted, *settings, "trainer.resume=true"))["step"] == 12
+    assert written() == before
+
 
 def test_resuming_with_other_training_settings_is_refused_naming_each(
     lift_dataset: Path, tmp_path: Path

@@ -138,6 +138,10 @@ class TrainingLoop:
             else:
                 self.state = load_checkpoint(resume_from, policy, optimizer, self.scheduler)
             log.info("resumed from %s at step %d", resume_from, self.state.step)
+        # the step whose checkpoint this run directory holds as it is now: saving it again (a finished run
+        # resumed, the last step also a checkpoint_every step) would rewrite a whole model for nothing
+        in_this_run = resume_from is not None and resume_from.resolve().parent.parent == run_dir.resolve()
+        self._saved_step: int | None = self.state.step if in_this_run else None
         if self.sharded:
             self.policy = policy
             self.optimizer, self.loader = accelerator.prepare(optimizer, loader)
@@ -373,6 +377,8 @@ class TrainingLoop:
 
     # ---------------------------------------------------------------------------------------- output
     def _save(self) -> None:
+        if self._saved_step == self.state.step:  # the same on every process: all skip together
+            return
         self.accelerator.wait_for_everyone()
         broken = [
             n for n, p in self.unwrapped_policy.named_parameters() if not torch.isfinite(local_rows(p)).all()
@@ -411,6 +417,7 @@ class TrainingLoop:
                 self.state,
                 keep=self.trainer_cfg.keep_checkpoints,
             )
+        self._saved_step = self.state.step
 
     def _log(self, metrics: dict[str, float], step: int) -> None:
         if self.metrics is not None and metrics:
