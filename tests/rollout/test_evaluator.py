@@ -214,30 +214,3 @@ def test_env_workers_leave_ctrl_c_to_the_evaluator() -> None:
     finally:
         worker.close()
     assert worker.process.exitcode == 0
-
-
-def test_a_ctrl_c_while_a_worker_starts_is_delivered_once_it_has_started(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Starting a worker can take seconds (the parent writes into the pipe of a child still importing
-    torch); a Ctrl-C meanwhile was ignored, and the evaluation ran on. It is held back, then raised."""
-    import multiprocessing
-    import os
-    import signal
-
-    from vla_train.rollout.worker import EnvWorker
-
-    start = multiprocessing.context.SpawnProcess.start
-
-    def start_during_ctrl_c(process: multiprocessing.process.BaseProcess) -> None:
-        os.kill(os.getpid(), signal.SIGINT)
-        start(process)
-
-    monkeypatch.setattr(multiprocessing.context.SpawnProcess, "start", start_during_ctrl_c)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            EnvWorker(0, functools.partial(make_counting_env, None), None, timeout=60.0)
-    finally:
-        for child in multiprocessing.active_children():
-            child.kill()
-            child.join(5)

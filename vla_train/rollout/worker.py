@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import signal
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -80,7 +81,7 @@ class EnvWorker:
             name=f"env-worker-{self.index}",
             daemon=True,
         )
-        with _ctrl_c_deferred():  # inherited: a Ctrl-C while the worker imports its simulator is held back
+        with _ctrl_c_ignored():  # inherited: a Ctrl-C while the worker imports its simulator is ignored too
             self.process.start()
         child.close()
 
@@ -190,22 +191,23 @@ def worker_main(connection: Connection, env_factory: EnvFactory, video_dir: Path
 
 
 @contextlib.contextmanager
-def _ctrl_c_deferred() -> Iterator[None]:
-    """SIGINT blocked (not ignored) in this thread while a worker is started.
+def _ctrl_c_ignored() -> Iterator[None]:
+    """SIGINT ignored while a worker is started, so that the spawned interpreter starts ignoring it
+    (a disposition set to ignore survives exec); only the main thread may change it.
 
-    The spawned interpreter inherits the blocked signal mask through fork and exec, so a Ctrl-C while it
-    imports its simulator never reaches it (:func:`worker_main` then ignores SIGINT for good). The parent
-    gets a Ctrl-C that arrived meanwhile as soon as the start returns. Ignoring it instead (``SIG_IGN``)
-    would lose it: a start can take seconds, the parent writing into the pipe of a child that is still
-    importing torch, and a Ctrl-C in that window was dropped while the evaluation ran on."""
-    if not hasattr(signal, "pthread_sigmask"):  # not POSIX: nothing to inherit
+    A Ctrl-C in the milliseconds a start takes is lost to the parent. Blocking it instead would keep
+    it, but a blocked mask does not reach the spawned interpreter (it starts with an empty one), and
+    the worker's own imports, seconds long, are the window that matters: a Ctrl-C there would end
+    each worker with a traceback."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # a pending Ctrl-C is delivered here
+        if previous is not None:  # None: a handler installed outside Python, which cannot be restored
+            signal.signal(signal.SIGINT, previous)
 
 
 def _record_frame(env: Any, episode: _Episode) -> None:
