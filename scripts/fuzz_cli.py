@@ -2485,7 +2485,7 @@ def fault_sigint_eval(campaign: Campaign, case: Case, final_evaluation: bool = F
     if final_evaluation:
         run = f.ctx.dir / "run"
         argv = [PY, TRAIN, *merged(train_base(f.ctx, run), ["evaluate=true", *episodes])]
-        protocol = run / "eval" / "step_2" / "protocol.yaml"
+        protocol = run / "eval" / "step_0000002" / "protocol.yaml"
     else:
         run = f.ctx.copy_run()
         argv = [PY, EVAL, str(run), *episodes]

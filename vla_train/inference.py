@@ -104,13 +104,9 @@ def load_policy(
     try:
         missing, unexpected = load_model(policy, str(weights), strict=False)
     except (SafetensorError, OSError) as error:  # missing, truncated, not safetensors at all
-        others = [c for c in list_checkpoints(path.parent.parent) if c != path]
-        fallback = (
-            f"evaluate another checkpoint ({others[-1]})" if others else "the run has no other checkpoint"
-        )
         raise CheckpointUnreadable(
             f"{weights} cannot be read ({type(error).__name__}: {(str(error).splitlines() or [''])[0]}); "
-            f"{fallback}"
+            f"{_fallback(path)}"
         ) from error
     except RuntimeError as error:  # tensor shapes differ: an override changed the architecture
         raise RuntimeError(
@@ -144,11 +140,13 @@ def check_finite_weights(policy: torch.nn.Module, weights: Path, checkpoint: Pat
         if t.is_floating_point() and not torch.isfinite(t).all()
     ]
     if bad:
-        others = [c for c in list_checkpoints(checkpoint.parent.parent) if c != checkpoint]
-        fallback = (
-            f"evaluate an earlier checkpoint ({others[-1]})" if others else "the run has no other checkpoint"
-        )
         raise CheckpointUnreadable(
             f"{weights} holds non-finite weights (NaN or infinity) in {len(bad)} tensors, e.g. {bad[:3]}; "
-            f"{fallback}"
+            f"{_fallback(checkpoint)}"
         )
+
+
+def _fallback(checkpoint: Path) -> str:
+    """What to evaluate instead of a checkpoint that cannot be used: the run's latest other one."""
+    others = [c for c in list_checkpoints(checkpoint.parent.parent) if c != checkpoint]
+    return f"evaluate another checkpoint ({others[-1]})" if others else "the run has no other checkpoint"

@@ -20,7 +20,7 @@ from envs.base import EnvAdapter
 from policies.vla_policy import VLAPolicy
 from vla_train.config import ConfigError, validate_config
 from vla_train.evaluation import evaluate_policy
-from vla_train.trainer.checkpoint import list_checkpoints, resolve_resume
+from vla_train.trainer.checkpoint import checkpoint_name, list_checkpoints, resolve_resume
 from vla_train.trainer.loop import TrainingLoop
 from vla_train.trainer.run_directory import claim_run_directory
 from vla_train.trainer.sharding import shard_policy
@@ -318,7 +318,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         run_dir,
         resume_from,
         periodic_evaluation=lambda policy, step: evaluate_policy(
-            policy, adapter, run_dir / "eval" / f"step_{step}", fail_if_all_errored=False
+            policy, adapter, run_dir / "eval" / checkpoint_name(step), fail_if_all_errored=False
         ),
     )
     try:
@@ -333,11 +333,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
                 evaluated = load_policy(loop.checkpoint, device=str(accelerator.device))[1]
             try:
-                evaluation = evaluate_policy(evaluated, adapter, run_dir / "eval" / f"step_{loop.state.step}")
+                evaluation = evaluate_policy(evaluated, adapter, run_dir / "eval" / loop.checkpoint.name)
             except KeyboardInterrupt:  # what the interruption kept, for the one error line (vla_train.cli)
                 raise KeyboardInterrupt(
-                    f"training finished, checkpoint {loop.checkpoint} saved; evaluate it with "
-                    f"scripts/eval.py {run_dir}"
+                    f"training finished, checkpoint {loop.checkpoint} saved, the finished episodes kept in "
+                    f"{run_dir / 'eval' / loop.checkpoint.name}; scripts/eval.py {run_dir} continues the "
+                    "evaluation"
                 ) from None
             loop.log(evaluation)
             result.update(evaluation)
@@ -355,7 +356,7 @@ def report_finished_run(result: dict[str, float], checkpoint: Path, run_dir: Pat
         f"{run_dir / 'metrics.jsonl'}"
     )
     if "eval/success_rate" in result:
-        evaluation_dir = run_dir / "eval" / f"step_{int(result['step'])}"
+        evaluation_dir = run_dir / "eval" / checkpoint_name(int(result["step"]))
         print(
             f"  success rate: {result['eval/success_rate']:.1%} over {int(result['eval/episodes'])} "
             f"episodes; videos and episodes.jsonl in {evaluation_dir}"

@@ -94,6 +94,24 @@ def test_an_interrupted_evaluation_resumes_without_duplicates(tmp_path: Path) ->
     assert all(json.loads(line) for line in results.path.read_text().splitlines()[2:])
 
 
+def test_results_of_another_protocol_are_never_mixed_in(tmp_path: Path) -> None:
+    """Continuing a results file with other episode settings (max_steps, seed, initial states) would report
+    episodes measured two ways as one success rate: refused, naming the episode and the setting."""
+    results = ResultsFile(tmp_path / "episodes.jsonl")
+    factory = functools.partial(make_counting_env, None)
+    run_episodes(specs(["a-0"], trials=2, max_steps=5), factory, StepPolicy(), results, progress=False)
+    with pytest.raises(
+        ValueError, match=r"a-0#0 run with max_steps=5; this evaluation runs max_steps=10.*--name"
+    ):
+        run_episodes(specs(["a-0"], trials=3, max_steps=10), factory, StepPolicy(), results, progress=False)
+    assert len(results.records()) == 2
+    # more trials, or fewer, under the same settings: continued
+    records = run_episodes(
+        specs(["a-0"], trials=3, max_steps=5), factory, StepPolicy(), results, progress=False
+    )
+    assert [r["key"] for r in records] == ["a-0#0", "a-0#1", "a-0#2"]
+
+
 def test_failures_are_retried_once_then_recorded(tmp_path: Path) -> None:
     results = ResultsFile(tmp_path / "episodes.jsonl")
     records = run_episodes(

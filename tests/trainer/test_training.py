@@ -320,11 +320,20 @@ def test_evaluation_reports_success_rate_and_writes_videos(lift_dataset: Path, t
         )
     )
     assert 0.0 <= metrics["eval/success_rate"] <= 1.0 and metrics["eval/episodes"] == 2
-    eval_dir = tmp_path / "eval" / "step_2"
+    eval_dir = tmp_path / "eval" / "step_0000002"  # the checkpoint's name, as scripts/eval.py names it
     (video,) = (eval_dir / "videos").iterdir()  # eval.videos=1: the first episode only
     assert video.name.startswith("robosuite_lift_trial000_") and video.stat().st_size > 0
-    assert len((eval_dir / "episodes.jsonl").read_text().splitlines()) == 2
+    results = (eval_dir / "episodes.jsonl").read_text()
+    assert len(results.splitlines()) == 2
     assert "max_steps: 8" in (eval_dir / "protocol.yaml").read_text()  # the protocol beside its numbers
+
+    from eval import main as evaluate_checkpoint
+
+    # scripts/eval.py continues the final evaluation (an interrupted one included), never mixes protocols
+    assert evaluate_checkpoint([str(tmp_path)])["eval/episodes"] == 2
+    assert (eval_dir / "episodes.jsonl").read_text() == results  # nothing left to run
+    with pytest.raises(ValueError, match=r"run with max_steps=8; this evaluation runs max_steps=9"):
+        evaluate_checkpoint([str(tmp_path), "env.eval.max_steps=9"])
 
 
 def _train_command(dataset: Path, *overrides: str) -> list[str]:

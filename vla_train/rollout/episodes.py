@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,10 @@ class EpisodeSpec:
         return f"{self.task}#{self.trial}"
 
 
+#: what an :class:`EpisodeSpec` fixes about how its episode runs (not which episode it is)
+PROTOCOL_FIELDS = ("seed", "max_steps", "init_state")
+
+
 class ResultsFile:
     """``episodes.jsonl``: one JSON line per finished episode, flushed and fsync'ed when it ends.
 
@@ -66,6 +71,25 @@ class ResultsFile:
 
     def finished(self) -> set[str]:
         return {record["key"] for record in self.records()}
+
+    def check_same_protocol(self, specs: Sequence[EpisodeSpec]) -> None:
+        """Every finished episode of ``specs`` was run as its spec says (seed, step limit, initial state):
+        continuing a file measured under other settings would report two protocols as one success rate.
+        More or fewer trials or tasks are fine: episodes are keyed by task and trial."""
+        wanted = {spec.key: spec for spec in specs}
+        for record in self.records():
+            spec = wanted.get(record["key"])
+            if spec is None:
+                continue
+            differ = [f for f in PROTOCOL_FIELDS if f in record and record[f] != getattr(spec, f)]
+            if differ:
+                then = ", ".join(f"{f}={record[f]}" for f in differ)
+                now = ", ".join(f"{f}={getattr(spec, f)}" for f in differ)
+                raise ValueError(
+                    f"{self.path} holds episode {record['key']} run with {then}; this evaluation runs {now}: "
+                    "results of two protocols would be mixed. Evaluate under another name "
+                    "(scripts/eval.py --name) or with the settings those episodes used"
+                )
 
     def append(self, spec: EpisodeSpec, **outcome: Any) -> dict[str, Any]:
         record = {"key": spec.key, **asdict(spec), **outcome}

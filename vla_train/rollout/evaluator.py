@@ -52,6 +52,7 @@ def run_episodes(
     keys = {spec.key for spec in specs}
     if len(keys) != len(specs):
         raise ValueError("episode specs must have unique (task, trial) keys")
+    results.check_same_protocol(specs)
     done = results.finished()
     schedule = EpisodeSchedule(deque(spec for spec in specs if spec.key not in done))
     if schedule.pending:
