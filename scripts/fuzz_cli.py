@@ -1562,7 +1562,18 @@ def eval_cases() -> list[Case]:
         ctx.protect(target)
         return [str(run), *quick, "--name", "mine"], ("mine",)
 
+    def other_protocol_results(ctx: Ctx, run: Path) -> tuple[list[str], tuple[str, ...]]:
+        """An evaluation of 5 steps per episode already in eval/step_0000020; the default is 40."""
+        results = run / "eval" / "step_0000020"
+        results.mkdir(parents=True)
+        record = {"key": "robosuite_lift#0", "task": "robosuite_lift", "trial": 0, "seed": 100000}
+        record.update(max_steps=5, init_state=None, group="robosuite_lift", video=False, success=True)
+        (results / "episodes.jsonl").write_text(json.dumps(record) + "\n")
+        ctx.protect(results)
+        return [str(run), *[q for q in quick if "max_steps" not in q]], ("max_steps",)
+
     cases += [
+        E("continuing results measured with another max_steps", other_protocol_results),
         E("nonexistent path", nonexistent),
         E("path is a file", a_file),
         E("run without checkpoints", no_checkpoints),

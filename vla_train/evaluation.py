@@ -87,7 +87,8 @@ def evaluate_policy(
         return {}
     output_dir = Path(output_dir)
     check_results_directory(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    results = ResultsFile(output_dir / "episodes.jsonl")
+    results.check_same_protocol(specs)  # before protocol.yaml is rewritten
     evaluation = adapter.cfg.eval
     # the protocol every number below was measured with, beside the results
     protocol = OmegaConf.masked_copy(adapter.cfg, ["name", "n_action_steps", "eval", "simulator"])
@@ -99,7 +100,7 @@ def evaluate_policy(
             specs,
             adapter.env_factory(),
             local_policy_fn(policy),
-            ResultsFile(output_dir / "episodes.jsonl"),
+            results,
             num_workers=evaluation.num_workers,
             replan_steps=adapter.cfg.n_action_steps,
             video_dir=output_dir / "videos",
