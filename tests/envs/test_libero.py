@@ -198,7 +198,7 @@ def test_a_tiny_policy_trains_on_libero_data_and_is_evaluated(
     assert build_env_adapter(cfg.env).env_factory().func is with_state_history
     metrics = train(cfg)
     assert metrics["eval/episodes"] == 2 and metrics["eval/errors"] == 0
-    videos = sorted(p.name for p in (tmp_path / "eval" / "step_3" / "videos").iterdir())
+    videos = sorted(p.name for p in (tmp_path / "eval" / "step_0000003" / "videos").iterdir())
     assert videos == ["libero_object_1_trial000_failure.mp4"]  # eval.videos=1 per task
 
 
